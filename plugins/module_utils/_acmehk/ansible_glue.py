@@ -1,0 +1,57 @@
+# Copyright (c) 2026 acmeops.housekeeping contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Argument spec shared by every module and the one place where engine errors become fail_json."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict
+
+from .engine import Settings
+from .errors import HousekeepingError
+
+
+def common_argument_spec() -> Dict[str, Any]:
+    """Return the options documented in the acmeops.housekeeping.database doc fragment."""
+    return dict(
+        database=dict(type="path"),
+        acme_srv_dir=dict(type="path"),
+        config=dict(type="path"),
+        now=dict(type="raw"),
+        grace_period=dict(type="raw", default=0),
+        busy_timeout=dict(type="float", default=10.0),
+        batch_size=dict(type="int", default=500),
+    )
+
+
+def settings_from(module: Any) -> Settings:
+    """Build validated engine settings from a module's parameters."""
+    return Settings.from_params(module.params)
+
+
+def run(module: Any, action: Callable[[], Dict[str, Any]]) -> None:
+    """Run one engine action and exit the module with its result or a single clear failure."""
+    try:
+        result = action()
+    except HousekeepingError as exc:
+        module.fail_json(msg=exc.msg, **_safe_details(exc.details))
+        return
+
+    for warning in result.pop("warnings", []) or []:
+        module.warn(warning)
+    skipped = result.get("skipped") or []
+    if skipped:
+        total = result.get("skipped_count", len(skipped))
+        module.warn(
+            f"{max(total, len(skipped))} row(s) could not be processed and were left unchanged; "
+            "see the skipped return value for each row and the reason."
+        )
+    diff = result.pop("diff", None)
+    if diff is not None and module._diff:
+        result["diff"] = diff
+    module.exit_json(**result)
+
+
+def _safe_details(details: Dict[str, Any]) -> Dict[str, Any]:
+    reserved = {"msg", "failed", "changed", "invocation"}
+    return {key: value for key, value in details.items() if key not in reserved}

@@ -1,0 +1,267 @@
+# Copyright (c) 2026 acmeops.housekeeping contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Database access behind one small interface, so other backends can plug in beside SQLite."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import sqlite3
+import time
+import urllib.parse
+from typing import Any, Iterator, List, Optional, Sequence, Set, Tuple
+
+from .errors import DatabaseError, LockTimeout
+
+Row = Tuple[Any, ...]
+Statement = Tuple[str, Sequence[Any]]
+
+
+class Database:
+    """What the engine needs from a backend: short reads, batched writes, table metadata."""
+
+    handler = "wsgi"
+    engine = "sqlite"
+    location = ""
+
+    def tables(self) -> Set[str]:
+        raise NotImplementedError
+
+    def columns(self, table: str) -> List[str]:
+        raise NotImplementedError
+
+    def fetch(self, sql: str, params: Sequence[Any] = ()) -> List[Row]:
+        raise NotImplementedError
+
+    def write(self, statements: Sequence[Statement]) -> int:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def pages(self, sql: str, params: Sequence[Any], batch_size: int) -> Iterator[List[Row]]:
+        """Yield rows of a keyset-paged SELECT, each page read in its own short transaction.
+
+        The statement selects the integer paging key first and ends with
+        ``AND <key> > ? ORDER BY <key> LIMIT ?``; those two placeholders follow params.
+        """
+        last = -(2 ** 63)
+        while True:
+            rows = self.fetch(sql, list(params) + [last, batch_size])
+            if not rows:
+                return
+            yield rows
+            if len(rows) < batch_size:
+                return
+            last = rows[-1][0]
+
+
+class SQLiteDatabase(Database):
+    """An acme2certifier SQLite file, opened without creating it or changing its settings."""
+
+    def __init__(self, path: str, busy_timeout: float = 10.0, writable: bool = False) -> None:
+        self.path = path
+        self.location = path
+        self.busy_timeout = busy_timeout
+        self.writable = writable
+        self._lock_handle: Optional[int] = None
+        _check_file(path, writable)
+
+        mode = "rw" if writable else "ro"
+        uri = f"file:{urllib.parse.quote(os.path.abspath(path))}?mode={mode}"
+        try:
+            # isolation_level=None: the engine issues BEGIN and COMMIT itself, so no implicit
+            # transaction keeps a lock open between statements.
+            self.connection = sqlite3.connect(
+                uri, uri=True, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise DatabaseError(
+                f"Cannot open the SQLite database {path}: {exc}. Check the path and that this user "
+                "can read it.",
+                database=path,
+            ) from exc
+
+        try:
+            self.connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.DatabaseError as exc:
+            self.connection.close()
+            if _is_locked(exc):
+                raise _lock_timeout(path, busy_timeout) from exc
+            raise DatabaseError(
+                f"{path} is not an SQLite database ({exc}). Point the database option at "
+                "acme2certifier's acme_srv.db.",
+                database=path,
+            ) from exc
+
+    def tables(self) -> Set[str]:
+        rows = self.fetch("SELECT name FROM sqlite_master WHERE type = 'table'")
+        return {row[0] for row in rows}
+
+    def columns(self, table: str) -> List[str]:
+        quoted = table.replace('"', '""')
+        return [row[1] for row in self.fetch(f'PRAGMA table_info("{quoted}")')]
+
+    def fetch(self, sql: str, params: Sequence[Any] = ()) -> List[Row]:
+        try:
+            return self.connection.execute(sql, params).fetchall()
+        except sqlite3.OperationalError as exc:
+            if _is_locked(exc):
+                raise _lock_timeout(self.path, self.busy_timeout) from exc
+            raise DatabaseError(f"Reading {self.path} failed: {exc}.", database=self.path) from exc
+        except sqlite3.DatabaseError as exc:
+            raise DatabaseError(
+                f"Reading {self.path} failed: {exc}. The file may be damaged; check it with "
+                "sqlite3 and PRAGMA integrity_check.",
+                database=self.path,
+            ) from exc
+
+    def write(self, statements: Sequence[Statement]) -> int:
+        """Run statements inside one short write transaction and return the rows they changed."""
+        if not self.writable:
+            raise DatabaseError("Internal error: write on a read-only connection.")
+
+        cursor = self.connection.cursor()
+        try:
+            # BEGIN IMMEDIATE takes the write lock up front, so the busy timeout applies here
+            # and never in the middle of a half-done batch.
+            cursor.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if _is_locked(exc):
+                raise _lock_timeout(self.path, self.busy_timeout) from exc
+            raise self._write_error(exc) from exc
+
+        affected = 0
+        try:
+            for sql, params in statements:
+                cursor.execute(sql, params)
+                affected += max(cursor.rowcount, 0)
+            cursor.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                cursor.execute("ROLLBACK")
+            if _is_locked(exc):
+                raise _lock_timeout(self.path, self.busy_timeout) from exc
+            raise self._write_error(exc) from exc
+        return affected
+
+    def _write_error(self, exc: sqlite3.Error) -> DatabaseError:
+        text = str(exc)
+        if "readonly" in text or "read-only" in text:
+            return DatabaseError(
+                f"Cannot write to {self.path}: {text}. Run the task as the user that owns the "
+                "database (become_user) and make sure that user can write the file and its "
+                "directory, where SQLite creates its journal.",
+                database=self.path,
+            )
+        return DatabaseError(f"Writing to {self.path} failed: {text}.", database=self.path)
+
+    def backup(self, destination: str) -> None:
+        """Copy the database with SQLite's online backup, which yields to the running server."""
+        target = sqlite3.connect(destination)
+        try:
+            # Small steps with a pause, so the server's writes are never held up for long.
+            self.connection.backup(target, pages=256, sleep=0.005)
+        finally:
+            target.close()
+
+    @contextlib.contextmanager
+    def run_lock(self) -> Iterator[None]:
+        """Hold an exclusive flock on the database file so no two housekeeping runs overlap.
+
+        flock and SQLite's POSIX record locks do not interact on Linux, so the server is not
+        affected. The descriptor stays open until close(), after the SQLite connection is
+        closed, because closing any descriptor of the file drops the process's POSIX locks on it.
+        """
+        handle = os.open(self.path, os.O_RDONLY)
+        deadline = time.monotonic() + self.busy_timeout
+        try:
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                        raise
+                if time.monotonic() >= deadline:
+                    raise LockTimeout(
+                        f"Another housekeeping run holds the lock on {self.path} and did not "
+                        f"finish within busy_timeout={self.busy_timeout:g} s. Wait for it, or "
+                        "raise busy_timeout.",
+                        database=self.path,
+                    )
+                time.sleep(0.05)
+        except BaseException:
+            os.close(handle)
+            raise
+
+        self._lock_handle = handle
+        yield
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self.connection.close()
+        if self._lock_handle is not None:
+            os.close(self._lock_handle)
+            self._lock_handle = None
+
+
+def _check_file(path: str, writable: bool) -> None:
+    """Reject paths that SQLite would silently turn into a new, empty database."""
+    if not path:
+        raise DatabaseError("The database path is empty. Set database to the path of acme_srv.db.")
+
+    try:
+        real = os.path.realpath(path, strict=True)  # type: ignore[call-arg]
+    except TypeError:  # Python 3.9 has no strict argument.
+        real = os.path.realpath(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise DatabaseError(
+                f"The database path {path} is a symbolic link loop. Point database at the real file.",
+                database=path,
+            ) from exc
+        real = path
+
+    if not os.path.exists(real):
+        raise DatabaseError(
+            f"The database {path} does not exist. Check the database or acme_srv_dir option; "
+            "housekeeping never creates a database.",
+            database=path,
+        )
+    if os.path.isdir(real):
+        raise DatabaseError(
+            f"The database path {path} is a directory. Give the path of the acme_srv.db file, "
+            "or use acme_srv_dir for the installation directory.",
+            database=path,
+        )
+    if not os.access(real, os.R_OK):
+        raise DatabaseError(
+            f"Permission denied reading the database {path}. Run the task as the user that owns "
+            "it (become_user).",
+            database=path,
+        )
+    directory = os.path.dirname(real) or "."
+    if writable and not (os.access(real, os.W_OK) and os.access(directory, os.W_OK)):
+        raise DatabaseError(
+            f"The database {path} or its directory is read-only for this user, and SQLite needs "
+            "both to be writable for its journal. Run the task as the user that owns the "
+            "database (become_user), or use check mode to only see what would change.",
+            database=path,
+        )
+
+
+def _is_locked(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "database is locked" in text or "database table is locked" in text
+
+
+def _lock_timeout(path: str, busy_timeout: float) -> LockTimeout:
+    return LockTimeout(
+        f"The database {path} stayed locked for more than busy_timeout={busy_timeout:g} s, held by "
+        "the acme2certifier server or another process. Retry later or raise busy_timeout.",
+        database=path,
+    )

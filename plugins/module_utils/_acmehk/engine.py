@@ -1,0 +1,420 @@
+# Copyright (c) 2026 acmeops.housekeeping contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Entry points shared by the modules and by anything else that runs housekeeping.
+
+Nothing here imports Ansible, so the same code can run from a scheduled job on a host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterator, List, Optional
+
+from . import operations as ops
+from . import reports
+from .config import DEFAULT_NONCE_VALIDITY, Installation, locate
+from .db import SQLiteDatabase
+from .errors import OptionError
+from .output import Sink
+from .schema import KNOWN_DBVERSION, detect
+from .timeutil import format_utc, parse_duration, parse_now
+
+ISO_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+@dataclass
+class Settings:
+    """Options every operation shares, already validated."""
+
+    database: Optional[str] = None
+    acme_srv_dir: Optional[str] = None
+    config: Optional[str] = None
+    now: Any = None
+    grace_period: Any = 0
+    busy_timeout: float = 10.0
+    batch_size: int = 500
+
+    @classmethod
+    def from_params(cls, params: Dict[str, Any]) -> "Settings":
+        settings = cls(
+            database=params.get("database"),
+            acme_srv_dir=params.get("acme_srv_dir"),
+            config=params.get("config"),
+            now=params.get("now"),
+            grace_period=params.get("grace_period"),
+            busy_timeout=_default(params.get("busy_timeout"), 10.0),
+            batch_size=_default(params.get("batch_size"), 500),
+        )
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool) or self.batch_size < 1:
+            raise OptionError(
+                f"Invalid value for batch_size: {self.batch_size!r}. Give a whole number of rows of "
+                "at least 1, for example 500."
+            )
+        if self.busy_timeout is None or self.busy_timeout < 0:
+            raise OptionError(
+                f"Invalid value for busy_timeout: {self.busy_timeout!r}. Give the seconds to wait "
+                "for a lock as 0 or more, for example 10."
+            )
+
+
+def _default(value: Any, default: Any) -> Any:
+    return default if value is None else value
+
+
+@dataclass
+class Times:
+    """The reference time and the cutoff that replaces acme2certifier's uts in every rule."""
+
+    now: int
+    grace_period: int
+
+    @property
+    def cutoff(self) -> int:
+        return self.now - self.grace_period
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {
+            "now": self.now,
+            "now_iso": format_utc(self.now, ISO_FORMAT),
+            "grace_period": self.grace_period,
+            "cutoff": self.cutoff,
+            "cutoff_iso": format_utc(self.cutoff, ISO_FORMAT),
+        }
+
+
+def resolve_times(settings: Settings, clock: Callable[[], float] = time.time) -> Times:
+    """Read the clock now, at call time, unless the now option fixes it."""
+    return Times(now=parse_now(settings.now, clock), grace_period=parse_duration(settings.grace_period))
+
+
+@contextlib.contextmanager
+def open_database(settings: Settings, writable: bool) -> Iterator[tuple]:
+    """Open the database of the configured installation and detect its schema."""
+    installation = locate(settings.database, settings.acme_srv_dir, settings.config)
+    db = SQLiteDatabase(installation.database, settings.busy_timeout, writable=writable)
+    try:
+        schema = detect(db)
+        yield installation, db, schema
+    finally:
+        db.close()
+
+
+def _base_result(installation: Installation, schema: Any, times: Optional[Times]) -> Dict[str, Any]:
+    result: Dict[str, Any] = {
+        "database": installation.database,
+        "dbversion": schema.dbversion,
+        "handler": schema.handler,
+    }
+    if times is not None:
+        result.update(times.as_dict())
+    return result
+
+
+# Reports ----------------------------------------------------------------------------------
+
+
+def run_report(
+    settings: Settings,
+    report: str,
+    report_format: str,
+    nested: bool,
+    dest: Optional[str],
+    check_mode: bool,
+    return_content: bool = False,
+) -> Dict[str, Any]:
+    """Write the account or certificate report to dest and tell whether dest changed."""
+    if nested and not (report == "accounts" and report_format == "json"):
+        raise OptionError(
+            f"nested=true works only with report=accounts and format=json, not report={report} "
+            f"format={report_format}. Drop nested or change the report or format."
+        )
+    if dest is None and not return_content:
+        raise OptionError("Give dest for the report file, or set return_content=true to get the report in the result.")
+    if dest is not None and os.path.isdir(dest):
+        raise OptionError(f"dest {dest} is a directory. Give the path of the report file, for example {os.path.join(dest, report + '.' + report_format)}.")
+
+    with open_database(settings, writable=False) as (installation, db, schema):
+        ctx = ops.Context(db=db, schema=schema, cutoff=0, batch_size=settings.batch_size)
+        skips = reports.Skips()
+        sink = Sink(dest, write_file=not check_mode, keep_content=return_content)
+        try:
+            if report == "accounts":
+                columns = reports.account_report_columns(ctx)
+                rows = reports.account_report_rows(ctx, skips)
+            else:
+                columns = reports.certificate_report_columns(ctx)
+                rows = reports.certificate_report_rows(ctx, skips)
+
+            if nested:
+                writer = reports.NestedWriter(sink)
+                counter = _Counter(rows)
+                reports.write_nested_accounts(iter(counter), writer)
+                writer.close()
+                row_count = counter.count
+            else:
+                row_count = reports.write_rows(sink, report_format, columns, rows)
+            changed = sink.commit()
+        except BaseException:
+            sink.discard()
+            raise
+
+        result = _base_result(installation, schema, None)
+        result.update(
+            changed=changed,
+            dest=dest,
+            rows=row_count,
+            columns=columns,
+            checksum=sink.checksum,
+            size=sink.size,
+            skipped=skips.items,
+            skipped_count=skips.count,
+        )
+        if return_content:
+            result["content"] = sink.text()
+        return result
+
+
+class _Counter:
+    """Count rows as they pass, for reports whose output groups them."""
+
+    def __init__(self, rows: Iterator[Dict[str, Any]]) -> None:
+        self.rows = rows
+        self.count = 0
+
+    def __iter__(self) -> Iterator[Dict[str, Any]]:
+        for row in self.rows:
+            self.count += 1
+            yield row
+
+
+# Invalidation -----------------------------------------------------------------------------
+
+
+def run_invalidate(
+    settings: Settings,
+    targets: List[str],
+    check_mode: bool,
+    report_dir: Optional[str] = None,
+    report_format: str = "csv",
+    force: bool = False,
+) -> Dict[str, Any]:
+    """Invalidate expired orders and expire authorizations, as acme2certifier's housekeeping does."""
+    _check_targets(targets, ("orders", "authorizations"))
+    if report_dir is not None and not os.path.isdir(report_dir):
+        raise OptionError(
+            f"report_dir {report_dir} does not exist or is not a directory. Create it first, or "
+            "leave report_dir unset."
+        )
+    times = resolve_times(settings)
+
+    with open_database(settings, writable=not check_mode) as (installation, db, schema):
+        ctx = ops.Context(db=db, schema=schema, cutoff=times.cutoff, batch_size=settings.batch_size)
+        lock = contextlib.nullcontext() if check_mode else db.run_lock()
+        with lock:
+            plans = {}
+            for target in ("orders", "authorizations"):
+                if target in targets:
+                    plans[target] = ops.plan_orders(ctx) if target == "orders" else ops.plan_authorizations(ctx)
+            if any(plan.count for plan in plans.values()) and not check_mode:
+                schema.check_destructive(force, "invalidate orders or authorizations")
+
+            result = _base_result(installation, schema, times)
+            skips = reports.Skips()
+            report_files = {}
+            for target, plan in plans.items():
+                if report_dir and plan.count:
+                    path = os.path.join(report_dir, f"{target}_invalidate_{format_utc(times.cutoff, '%Y%m%dT%H%M%SZ')}.{report_format}")
+                    report_files[target] = _write_plan_report(ctx, plan, target, path, report_format, check_mode, skips)
+
+            counts = {}
+            for target, plan in plans.items():
+                if check_mode:
+                    counts[target] = plan.count
+                elif target == "orders":
+                    counts[target] = ops.apply_orders(ctx, plan)
+                else:
+                    counts[target] = ops.apply_authorizations(ctx, plan)
+
+        for target in ("orders", "authorizations"):
+            if target in plans:
+                result[target] = plans[target].result(counts[target])
+        result["report_files"] = report_files
+        result["changed"] = any(counts.values())
+        result["diff"] = _count_diff(plans, counts)
+        result["skipped"] = [item for plan in plans.values() for item in plan.skipped] + skips.items
+        return result
+
+
+def _write_plan_report(ctx: ops.Context, plan: ops.Plan, target: str, path: str,
+                       report_format: str, check_mode: bool, skips: reports.Skips) -> str:
+    sink = Sink(path, write_file=not check_mode)
+    try:
+        columns, rows = reports.plan_report_rows(ctx, plan, target, skips)
+        reports.write_rows(sink, report_format, columns, rows)
+        sink.commit()
+    except BaseException:
+        sink.discard()
+        raise
+    return path
+
+
+def _count_diff(plans: Dict[str, ops.Plan], counts: Dict[str, int]) -> Dict[str, Any]:
+    """Describe the change as counts of rows to handle before and after the run."""
+    return {
+        "before": {target: plan.count for target, plan in plans.items()},
+        "after": {target: plan.count - counts.get(target, 0) for target, plan in plans.items()},
+    }
+
+
+def _check_targets(targets: List[str], allowed: tuple) -> None:
+    unknown = [target for target in targets if target not in allowed]
+    if unknown or not targets:
+        raise OptionError(
+            f"Invalid targets {targets!r}. Choose one or more of: {', '.join(allowed)}."
+        )
+
+
+# Cleanup ----------------------------------------------------------------------------------
+
+
+def run_cleanup(
+    settings: Settings,
+    targets: List[str],
+    check_mode: bool,
+    purge: bool = False,
+    nonce_validity: Optional[int] = None,
+    backup: bool = False,
+    report_dest: Optional[str] = None,
+    report_format: str = "csv",
+    force: bool = False,
+) -> Dict[str, Any]:
+    """Back-fill certificate dates, blank or delete expired certificates and delete old nonces."""
+    _check_targets(targets, ("certificates", "nonces", "certificate_dates"))
+    if report_dest is not None and "certificates" not in targets:
+        raise OptionError(
+            "report_dest lists the certificates that cleanup blanks or deletes, so it needs "
+            "'certificates' in targets. Add it, or drop report_dest."
+        )
+    times = resolve_times(settings)
+
+    with open_database(settings, writable=not check_mode) as (installation, db, schema):
+        ctx = ops.Context(db=db, schema=schema, cutoff=times.cutoff, batch_size=settings.batch_size)
+        validity = nonce_validity
+        if validity is None:
+            validity = installation.integer_option("Nonce", "validity", DEFAULT_NONCE_VALIDITY)
+
+        lock = contextlib.nullcontext() if check_mode else db.run_lock()
+        with lock:
+            plans: Dict[str, ops.Plan] = {}
+            if "certificate_dates" in targets:
+                plans["certificate_dates"] = ops.plan_certificate_dates(ctx)
+            if "certificates" in targets:
+                plans["certificates"] = ops.plan_certificates(ctx, purge, "certificate_dates" in targets)
+            if "nonces" in targets:
+                plans["nonces"] = ops.plan_nonces(ctx, validity)
+
+            pending = any(plan.count for plan in plans.values())
+            if pending and not check_mode:
+                schema.check_destructive(force, "clean up the database")
+
+            result = _base_result(installation, schema, times)
+            result["nonce_validity"] = validity
+            skips = reports.Skips()
+            if report_dest and plans["certificates"].count:
+                _write_plan_report(ctx, plans["certificates"], "certificates", report_dest, report_format, check_mode, skips)
+                result["report_dest"] = report_dest
+
+            if pending and backup and not check_mode:
+                result["backup_file"] = _backup(db, installation.database)
+
+            counts: Dict[str, int] = {}
+            for target in ("certificate_dates", "certificates", "nonces"):
+                if target not in plans:
+                    continue
+                plan = plans[target]
+                if check_mode:
+                    counts[target] = plan.count
+                elif target == "certificate_dates":
+                    counts[target] = ops.apply_certificate_dates(ctx, plan)
+                elif target == "certificates":
+                    counts[target] = ops.apply_certificates(ctx, plan, purge)
+                else:
+                    counts[target] = ops.apply_nonces(ctx, plan, validity)
+
+        warnings = []
+        for target, plan in plans.items():
+            result[target] = plan.result(counts[target])
+            if plan.note:
+                warnings.append(plan.note)
+        result["warnings"] = warnings
+        result["changed"] = any(counts.values())
+        result["diff"] = _count_diff(plans, counts)
+        result["skipped"] = [item for plan in plans.values() for item in plan.skipped] + skips.items
+        return result
+
+
+def _backup(db: SQLiteDatabase, database: str) -> str:
+    """Copy the database next to itself before the first destructive change."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    path = f"{database}.{stamp}.{os.getpid()}.bak"
+    old_umask = os.umask(0o077)
+    try:
+        db.backup(path)
+    except Exception:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
+    finally:
+        os.umask(old_umask)
+    return path
+
+
+# Information ------------------------------------------------------------------------------
+
+
+def gather_info(settings: Settings, purge_preview: bool = True, nonce_validity: Optional[int] = None) -> Dict[str, Any]:
+    """Collect read-only facts: schema, row counts and how much work each operation has now."""
+    times = resolve_times(settings)
+    with open_database(settings, writable=False) as (installation, db, schema):
+        ctx = ops.Context(db=db, schema=schema, cutoff=times.cutoff, batch_size=settings.batch_size)
+        validity = nonce_validity
+        if validity is None:
+            validity = installation.integer_option("Nonce", "validity", DEFAULT_NONCE_VALIDITY)
+
+        counts = {}
+        for table in sorted(db.tables()):
+            if table.startswith("sqlite_"):
+                continue
+            counts[table] = db.fetch(f"SELECT count(*) FROM {schema.name(table)}")[0][0]
+
+        pending = {
+            "orders": ops.plan_orders(ctx).count,
+            "authorizations": ops.plan_authorizations(ctx).count,
+            "certificate_dates": ops.plan_certificate_dates(ctx).count,
+            "certificates": ops.plan_certificates(ctx, False, False).count,
+            "certificates_purge": ops.plan_certificates(ctx, True, False).count if purge_preview else None,
+            "nonces": ops.plan_nonces(ctx, validity).count,
+        }
+
+        result = _base_result(installation, schema, times)
+        result.update(
+            config=installation.config_path,
+            database_source=installation.database_source,
+            known_dbversion=KNOWN_DBVERSION,
+            dbversion_newer_than_known=schema.newer_than_known(),
+            tables={table: columns for table, columns in schema.tables.items()},
+            row_counts=counts,
+            pending=pending,
+            nonce_validity=validity,
+            changed=False,
+        )
+        return result
+

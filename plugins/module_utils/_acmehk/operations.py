@@ -1,0 +1,490 @@
+# Copyright (c) 2026 acmeops.housekeeping contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Selection rules and batched writes of acme2certifier's housekeeping operations.
+
+Every operation is split into plan() and apply(). plan() only reads, in short keyset-paged
+transactions, and yields the same count in check mode as apply() changes in a real run.
+apply() repeats the selection predicate in each UPDATE or DELETE, so a row that changed
+between planning and writing is left alone instead of being changed twice.
+"""
+
+from __future__ import annotations
+
+import array
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+from . import x509
+from .db import Database, Row
+from .errors import SchemaError
+from .schema import Schema
+from .timeutil import MARKER_DATE_FORMAT, format_utc, parse_db_datetime
+
+NAMES_LIMIT = 100
+SKIPPED_LIMIT = 100
+# Bound for the number of values in one IN (...) list: old SQLite builds allow 999 variables.
+IN_LIST_LIMIT = 500
+CSR_GRACE_SECONDS = 14 * 86400
+
+
+@dataclass
+class Context:
+    """What every operation needs: the database, its schema, the cutoff and the batch size."""
+
+    db: Database
+    schema: Schema
+    cutoff: int
+    batch_size: int = 500
+
+
+@dataclass
+class Plan:
+    """Rows an operation selects, kept as compact id arrays so memory stays small."""
+
+    target: str
+    ids: "array.array[int]" = field(default_factory=lambda: array.array("q"))
+    names: List[str] = field(default_factory=list)
+    skipped: List[Dict[str, Any]] = field(default_factory=list)
+    skipped_count: int = 0
+    # Per-row values written by certificate cleanup and the dates back-fill, parallel to ids.
+    values: List[Tuple[Any, ...]] = field(default_factory=list)
+    note: Optional[str] = None
+
+    @property
+    def count(self) -> int:
+        return len(self.ids)
+
+    def add(self, row_id: int, name: Any) -> None:
+        self.ids.append(int(row_id))
+        if len(self.names) < NAMES_LIMIT:
+            self.names.append("" if name is None else str(name))
+
+    def skip(self, row_id: Any, name: Any, reason: str) -> None:
+        self.skipped_count += 1
+        if len(self.skipped) < SKIPPED_LIMIT:
+            self.skipped.append({"table": self.table, "id": row_id, "name": name, "reason": reason})
+
+    @property
+    def table(self) -> str:
+        return {
+            "orders": "orders",
+            "authorizations": "authorization",
+            "certificates": "certificate",
+            "certificate_dates": "certificate",
+            "nonces": "nonce",
+        }[self.target]
+
+    def result(self, count: Optional[int] = None) -> Dict[str, Any]:
+        """Summarise the plan, or the real run when count is the number of rows changed."""
+        total = self.count if count is None else count
+        summary: Dict[str, Any] = {
+            "count": total,
+            "names": list(self.names),
+            "names_truncated": self.count > len(self.names),
+            "skipped": list(self.skipped),
+            "skipped_count": self.skipped_count,
+        }
+        if self.note:
+            summary["note"] = self.note
+        return summary
+
+
+def chunks(values: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    """Split a sequence into slices of at most size items."""
+    for start in range(0, len(values), size):
+        yield values[start:start + size]
+
+
+def _in_list(count: int) -> str:
+    return ",".join("?" * count)
+
+
+def _status_id(ctx: Context, name: str, purpose: str) -> int:
+    """Look up a status id by name the way acme2certifier does (LIKE, first row)."""
+    rows = ctx.db.fetch(f"SELECT id FROM {ctx.schema.name('status')} WHERE name LIKE ?", [name])
+    if not rows:
+        raise SchemaError(
+            f"Cannot {purpose}: the status table has no row named '{name}'. acme2certifier "
+            "creates it from release 0.11 on; run its schema update, then retry.",
+            status=name,
+        )
+    return int(rows[0][0])
+
+
+def _text_in_number_column(ctx: Context, plan: Plan, table: str, column: str) -> None:
+    """Report rows whose date column holds text, which no selection rule can compare."""
+    quoted = ctx.schema.name(table)
+    sql = (
+        f"SELECT id, name, {column} FROM {quoted} WHERE typeof({column}) IN ('text', 'blob') "
+        "AND id > ? ORDER BY id LIMIT ?"
+    )
+    for rows in ctx.db.pages(sql, [], ctx.batch_size):
+        for row_id, name, value in rows:
+            plan.skip(
+                row_id,
+                name,
+                f"{column} is {value!r}, not a number of seconds, so no expiry rule applies; "
+                f"set it to a Unix time or 0.",
+            )
+
+
+# Orders -----------------------------------------------------------------------------------
+
+# acme2certifier 0.46.3 invalidates every order above status id 1 whose expires is at or
+# before the cutoff, valid (completed) orders and orders with expires = 0 included. Orders
+# whose status id has no status row are invalidated too.
+_ORDER_WHERE = (
+    "orders.status_id > 1 AND orders.expires <= ? "
+    "AND (status.name IS NULL OR status.name != 'invalid')"
+)
+
+
+def plan_orders(ctx: Context) -> Plan:
+    """Select the expired orders that are not invalid yet."""
+    plan = Plan("orders")
+    orders, status = ctx.schema.name("orders"), ctx.schema.name("status")
+    sql = (
+        f"SELECT orders.id, orders.name FROM {orders} AS orders "
+        f"LEFT JOIN {status} AS status ON status.id = orders.status_id "
+        f"WHERE {_ORDER_WHERE} AND orders.id > ? ORDER BY orders.id LIMIT ?"
+    )
+    for rows in ctx.db.pages(sql, [ctx.cutoff], ctx.batch_size):
+        for row_id, name in rows:
+            plan.add(row_id, name)
+    _text_in_number_column(ctx, plan, "orders", "expires")
+    return plan
+
+
+def apply_orders(ctx: Context, plan: Plan) -> int:
+    """Set the selected orders to invalid in batches."""
+    if not plan.count:
+        return 0
+    invalid = _status_id(ctx, "invalid", "invalidate orders")
+    orders, status = ctx.schema.name("orders"), ctx.schema.name("status")
+    affected = 0
+    for batch in chunks(plan.ids, ctx.batch_size):
+        statements = []
+        for part in chunks(batch, IN_LIST_LIMIT):
+            sql = (
+                f"UPDATE {orders} SET status_id = ? WHERE id IN ({_in_list(len(part))}) "
+                "AND status_id > 1 AND expires <= ? AND NOT EXISTS (SELECT 1 FROM "
+                f"{status} AS status WHERE status.id = {orders}.status_id AND status.name = 'invalid')"
+            )
+            statements.append((sql, [invalid, *part, ctx.cutoff]))
+        affected += ctx.db.write(statements)
+    return affected
+
+
+# Authorizations ---------------------------------------------------------------------------
+
+# acme2certifier 0.46.3 moves authorizations to 'expired' (not 'invalid') whatever their
+# status, skips expires = 0, and never touches rows with NULL expires or an unknown status id.
+_AUTHZ_WHERE = (
+    "status.name NOT LIKE 'expired' AND authz.expires <= ? AND authz.expires != 0"
+)
+
+
+def plan_authorizations(ctx: Context) -> Plan:
+    """Select the authorizations past their expiry that are not expired yet."""
+    plan = Plan("authorizations")
+    authz, status = ctx.schema.name("authorization"), ctx.schema.name("status")
+    sql = (
+        f"SELECT authz.id, authz.name FROM {authz} AS authz "
+        f"JOIN {status} AS status ON status.id = authz.status_id "
+        f"WHERE {_AUTHZ_WHERE} AND authz.id > ? ORDER BY authz.id LIMIT ?"
+    )
+    for rows in ctx.db.pages(sql, [ctx.cutoff], ctx.batch_size):
+        for row_id, name in rows:
+            plan.add(row_id, name)
+    _text_in_number_column(ctx, plan, "authorization", "expires")
+    return plan
+
+
+def apply_authorizations(ctx: Context, plan: Plan) -> int:
+    """Set the selected authorizations to expired in batches."""
+    if not plan.count:
+        return 0
+    expired = _status_id(ctx, "expired", "expire authorizations")
+    authz, status = ctx.schema.name("authorization"), ctx.schema.name("status")
+    affected = 0
+    for batch in chunks(plan.ids, ctx.batch_size):
+        statements = []
+        for part in chunks(batch, IN_LIST_LIMIT):
+            sql = (
+                f"UPDATE {authz} SET status_id = ? WHERE id IN ({_in_list(len(part))}) "
+                "AND expires <= ? AND expires != 0 AND status_id IN "
+                f"(SELECT id FROM {status} WHERE name NOT LIKE 'expired')"
+            )
+            statements.append((sql, [expired, *part, ctx.cutoff]))
+        affected += ctx.db.write(statements)
+    return affected
+
+
+# Nonces -----------------------------------------------------------------------------------
+
+# The wsgi handler of acme2certifier 0.46.3 deletes nonces created strictly before
+# cutoff - validity, reading created_at with SQLite's strftime('%s').
+_NONCE_WHERE = "CAST(strftime('%s', created_at) AS INTEGER) < ?"
+
+
+def plan_nonces(ctx: Context, validity: int) -> Plan:
+    """Select nonces older than the cutoff minus the nonce validity."""
+    plan = Plan("nonces")
+    if validity <= 0:
+        plan.note = (
+            f"Nonce cleanup skipped: the nonce validity is {validity}, which acme2certifier "
+            "treats as 'nonces never expire'."
+        )
+        return plan
+    sql = (
+        f"SELECT id, nonce FROM {ctx.schema.name('nonce')} WHERE {_NONCE_WHERE} "
+        "AND id > ? ORDER BY id LIMIT ?"
+    )
+    for rows in ctx.db.pages(sql, [ctx.cutoff - validity], ctx.batch_size):
+        for row_id, nonce in rows:
+            plan.add(row_id, nonce)
+    return plan
+
+
+def apply_nonces(ctx: Context, plan: Plan, validity: int) -> int:
+    """Delete the selected nonces in batches."""
+    affected = 0
+    nonce = ctx.schema.name("nonce")
+    for batch in chunks(plan.ids, ctx.batch_size):
+        statements = [
+            (
+                f"DELETE FROM {nonce} WHERE id IN ({_in_list(len(part))}) AND {_NONCE_WHERE}",
+                [*part, ctx.cutoff - validity],
+            )
+            for part in chunks(batch, IN_LIST_LIMIT)
+        ]
+        affected += ctx.db.write(statements)
+    return affected
+
+
+# Certificates -----------------------------------------------------------------------------
+
+
+def _certificate_columns(schema: Schema) -> List[str]:
+    return ["issue_uts", "expire_uts"] if schema.has("certificate", "expire_uts") else []
+
+
+def _looks_like_certificate(cert: Any) -> bool:
+    """Apply acme2certifier's check that a cert column holds PEM or base64 before re-storing it."""
+    if not isinstance(cert, str) or not cert:
+        return False
+    text = cert.strip()
+    if text.startswith("-----BEGIN CERTIFICATE-----") and text.endswith("-----END CERTIFICATE-----"):
+        return True
+    allowed = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=\n\r")
+    return all(char in allowed for char in text)
+
+
+def _parse_dates(cert_raw: Any) -> Tuple[int, int, Optional[str]]:
+    """Read notBefore and notAfter from cert_raw; (0, 0, reason) when that is impossible."""
+    try:
+        certificate = x509.parse_certificate(x509.decode_cert_raw(cert_raw))
+    except ValueError as exc:
+        return 0, 0, f"cert_raw cannot be parsed as a certificate: {exc}"
+    return certificate.not_before, certificate.not_after, None
+
+
+def _is_zero(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0
+
+
+@dataclass
+class DatesFill:
+    """Values the dates back-fill writes into one certificate row."""
+
+    issue_uts: int
+    expire_uts: int
+    serial: Optional[str]
+    aki: Optional[str]
+    renewal_info: Optional[str]
+
+
+def _dates_fill(cert: Any, cert_raw: Any) -> Tuple[Optional[DatesFill], Optional[str]]:
+    """Work out the back-fill for one row, or the reason it cannot be done."""
+    if cert not in (None, "") and not _looks_like_certificate(cert):
+        return None, None  # acme2certifier skips rows whose cert column is not a certificate.
+    if not cert_raw:
+        return None, None
+
+    issue, expire, reason = _parse_dates(cert_raw)
+    if reason:
+        return None, reason
+    if not issue and not expire:
+        return None, None
+    return (
+        DatesFill(
+            issue_uts=issue,
+            expire_uts=expire,
+            serial=x509.serial_hex(cert_raw),
+            aki=x509.aki_hex(cert_raw),
+            renewal_info=x509.renewal_info(cert),
+        ),
+        None,
+    )
+
+
+def _dates_select(ctx: Context) -> str:
+    certificate = ctx.schema.name("certificate")
+    orders, account = ctx.schema.name("orders"), ctx.schema.name("account")
+    # The INNER JOINs match acme2certifier: certificates without an order or account are
+    # never back-filled.
+    return (
+        "SELECT certificate.id, certificate.name, certificate.cert, certificate.cert_raw "
+        f"FROM {certificate} AS certificate "
+        f"JOIN {orders} AS orders ON orders.id = certificate.order_id "
+        f"JOIN {account} AS account ON account.id = orders.account_id "
+        "WHERE certificate.issue_uts = 0 AND certificate.expire_uts = 0 "
+        "AND certificate.id > ? ORDER BY certificate.id LIMIT ?"
+    )
+
+
+def plan_certificate_dates(ctx: Context) -> Plan:
+    """Select certificates with unknown dates whose cert_raw gives them."""
+    plan = Plan("certificate_dates")
+    if not _certificate_columns(ctx.schema):
+        plan.note = "The certificate table has no issue_uts/expire_uts columns (before 0.11)."
+        return plan
+    for rows in ctx.db.pages(_dates_select(ctx), [], ctx.batch_size):
+        for row_id, name, cert, cert_raw in rows:
+            fill, reason = _dates_fill(cert, cert_raw)
+            if reason:
+                plan.skip(row_id, name, reason + "; its dates stay unknown.")
+            elif fill:
+                plan.add(row_id, name)
+                plan.values.append((fill.issue_uts, fill.expire_uts, fill.serial, fill.aki, fill.renewal_info))
+    return plan
+
+
+def apply_certificate_dates(ctx: Context, plan: Plan) -> int:
+    """Write the back-filled dates, serial, AKI and renewal info in batches."""
+    schema = ctx.schema
+    assignments = ["issue_uts = ?", "expire_uts = ?"]
+    extra = [column for column in ("serial", "aki", "renewal_info") if schema.has("certificate", column)]
+    assignments += [f"{column} = ?" for column in extra]
+    # acme2certifier 0.46.3 clears poll_identifier when it re-stores the certificate.
+    if schema.has("certificate", "poll_identifier"):
+        assignments.append("poll_identifier = NULL")
+    sql = (
+        f"UPDATE {schema.name('certificate')} SET {', '.join(assignments)} "
+        "WHERE id = ? AND issue_uts = 0 AND expire_uts = 0"
+    )
+
+    affected = 0
+    rows = list(zip(plan.ids, plan.values))
+    for batch in chunks(rows, ctx.batch_size):
+        statements = []
+        for row_id, (issue, expire, serial, aki, renewal) in batch:
+            by_column = {"serial": serial, "aki": aki, "renewal_info": renewal}
+            statements.append((sql, [issue, expire, *[by_column[c] for c in extra], row_id]))
+        affected += ctx.db.write(statements)
+    return affected
+
+
+def cleanup_marker(cutoff: int) -> str:
+    """Return the text acme2certifier 0.46.3 writes into cert when it blanks a certificate."""
+    return f"removed by certificates.cleanup() on {format_utc(cutoff, MARKER_DATE_FORMAT)}"
+
+
+def plan_certificates(ctx: Context, purge: bool, with_dates_fill: bool) -> Plan:
+    """Select certificates to blank or delete, applying acme2certifier's per-row rules.
+
+    With with_dates_fill the rows that the dates back-fill of the same run changes are judged
+    by their back-filled dates, so check mode predicts the real run exactly.
+    """
+    plan = Plan("certificates")
+    schema = ctx.schema
+    schema.require("certificate", ["expire_uts", "issue_uts"], "clean up certificates")
+    certificate = schema.name("certificate")
+    orders, account = schema.name("orders"), schema.name("account")
+    sql = (
+        "SELECT certificate.id, certificate.name, certificate.expire_uts, certificate.issue_uts, "
+        "certificate.cert, certificate.cert_raw, certificate.csr, certificate.created_at "
+        f"FROM {certificate} AS certificate "
+        f"JOIN {orders} AS orders ON orders.id = certificate.order_id "
+        f"JOIN {account} AS account ON account.id = orders.account_id "
+        "WHERE certificate.expire_uts <= ? AND certificate.id > ? ORDER BY certificate.id LIMIT ?"
+    )
+    for rows in ctx.db.pages(sql, [ctx.cutoff], ctx.batch_size):
+        for row in rows:
+            decision = _certificate_decision(ctx.cutoff, purge, with_dates_fill, row, plan)
+            if decision is not None:
+                plan.add(row[0], row[1])
+                plan.values.append(decision)
+    _text_in_number_column(ctx, plan, "certificate", "expire_uts")
+    return plan
+
+
+def _certificate_decision(
+    cutoff: int, purge: bool, with_dates_fill: bool, row: Row, plan: Plan
+) -> Optional[Tuple[Any, Any]]:
+    """Return the (issue_uts, expire_uts) to store when the row is cleared, else None."""
+    row_id, name, expire_uts, issue_uts, cert, cert_raw, csr, created_at = row
+
+    if isinstance(cert, str) and cert and "removed by" in cert.lower():
+        return (issue_uts, expire_uts) if purge else None
+
+    if with_dates_fill and _is_zero(issue_uts) and _is_zero(expire_uts):
+        fill, _reason = _dates_fill(cert, cert_raw)
+        if fill:
+            issue_uts, expire_uts = fill.issue_uts, fill.expire_uts
+            if not _is_zero(expire_uts):
+                return (issue_uts, expire_uts) if expire_uts <= cutoff else None
+
+    if not _is_zero(expire_uts):
+        return (issue_uts, expire_uts)
+
+    if cert_raw:
+        issue, expire, reason = _parse_dates(cert_raw)
+        if reason:
+            plan.skip(row_id, name, reason + "; the expiry date is unknown, so it is kept.")
+            return None
+        if 0 < expire < cutoff:
+            return (issue, expire)
+        return None
+
+    if not csr:
+        return (issue_uts, expire_uts)
+
+    created = parse_db_datetime(created_at)
+    if created is None:
+        plan.skip(
+            row_id,
+            name,
+            f"created_at {created_at!r} is not a date, so the age of this CSR-only row is "
+            "unknown and it is kept.",
+        )
+        return None
+    if 0 < created < cutoff - CSR_GRACE_SECONDS:
+        return (issue_uts, expire_uts)
+    return None
+
+
+def apply_certificates(ctx: Context, plan: Plan, purge: bool) -> int:
+    """Blank or delete the selected certificates in batches."""
+    certificate = ctx.schema.name("certificate")
+    affected = 0
+    if purge:
+        for batch in chunks(plan.ids, ctx.batch_size):
+            statements = [
+                (f"DELETE FROM {certificate} WHERE id IN ({_in_list(len(part))})", list(part))
+                for part in chunks(batch, IN_LIST_LIMIT)
+            ]
+            affected += ctx.db.write(statements)
+        return affected
+
+    marker = cleanup_marker(ctx.cutoff)
+    sql = (
+        f"UPDATE {certificate} SET cert = ?, issue_uts = ?, expire_uts = ? WHERE id = ? "
+        "AND (cert IS NULL OR instr(lower(cert), 'removed by') = 0)"
+    )
+    rows = list(zip(plan.ids, plan.values))
+    for batch in chunks(rows, ctx.batch_size):
+        statements = [(sql, [marker, issue, expire, row_id]) for row_id, (issue, expire) in batch]
+        affected += ctx.db.write(statements)
+    return affected

@@ -1,0 +1,118 @@
+# Copyright (c) 2026 acmeops.housekeeping contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Detect which acme2certifier schema a database has, from its columns and dbversion."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Optional, Tuple
+
+from .db import Database
+from .errors import SchemaError
+
+# Newest schema this engine was checked against (acme2certifier 0.46.3 writes dbversion 0.46).
+KNOWN_DBVERSION = "0.46"
+
+# Table names of the wsgi handler. Each table is addressed by name and its columns by name,
+# because migrated databases append new columns at the end.
+WSGI_TABLES = ("account", "orders", "authorization", "challenge", "certificate", "nonce", "status")
+
+# Columns every schema since 0.11 has; older or foreign databases are rejected with a message.
+REQUIRED_COLUMNS: Dict[str, Tuple[str, ...]] = {
+    "status": ("id", "name"),
+    "account": ("id", "name", "alg", "jwk", "contact", "created_at"),
+    "orders": ("id", "name", "status_id", "expires", "account_id", "identifiers"),
+    "authorization": ("id", "name", "order_id", "status_id", "expires"),
+    "challenge": ("id", "name", "authorization_id", "status_id"),
+    "certificate": ("id", "name", "order_id", "cert", "cert_raw", "csr", "created_at"),
+    "nonce": ("id", "nonce", "created_at"),
+}
+
+
+@dataclass
+class Schema:
+    """Tables, columns and dbversion of one database."""
+
+    handler: str
+    tables: Dict[str, List[str]]
+    dbversion: Optional[str]
+    table_names: Dict[str, str] = field(default_factory=dict)
+
+    def has(self, table: str, column: str) -> bool:
+        """Tell whether a logical table has a column."""
+        return column in self.tables.get(table, [])
+
+    def name(self, table: str) -> str:
+        """Return the quoted physical name of a logical table."""
+        return '"' + self.table_names.get(table, table) + '"'
+
+    def require(self, table: str, columns: Iterable[str], purpose: str) -> None:
+        """Fail with a clear message when an operation needs columns the schema lacks."""
+        missing = [column for column in columns if not self.has(table, column)]
+        if missing:
+            raise SchemaError(
+                f"Cannot {purpose}: table {table} has no column {', '.join(missing)}. The database "
+                f"(dbversion {self.dbversion or 'unknown'}) is older than acme2certifier 0.11 or "
+                "not an acme2certifier database. Upgrade it with acme2certifier's schema update "
+                "first.",
+                table=table,
+                missing_columns=missing,
+            )
+
+    def newer_than_known(self) -> bool:
+        """Tell whether the dbversion is newer than the newest schema this engine knows."""
+        return version_key(self.dbversion) > version_key(KNOWN_DBVERSION)
+
+    def check_destructive(self, force: bool, purpose: str) -> None:
+        """Refuse destructive work on a schema from a future release unless forced."""
+        if self.newer_than_known() and not force:
+            raise SchemaError(
+                f"Refusing to {purpose}: the database has dbversion {self.dbversion}, newer than "
+                f"{KNOWN_DBVERSION}, the newest acme2certifier schema this collection knows. A newer "
+                "release may use the tables differently. Update the collection, or set force=true "
+                "after checking the release notes.",
+                dbversion=self.dbversion,
+            )
+
+
+def version_key(version: Optional[str]) -> Tuple[int, ...]:
+    """Turn '0.23.1' into (0, 23, 1) for comparison; unknown versions sort lowest."""
+    if not version:
+        return ()
+    return tuple(int(part) for part in re.findall(r"\d+", str(version))[:4])
+
+
+def detect(db: Database) -> Schema:
+    """Read the schema of an acme2certifier wsgi database without changing it."""
+    present = db.tables()
+    if not {"orders", "certificate", "account"} & present:
+        raise SchemaError(
+            f"{db.location} has no acme2certifier tables (account, orders, certificate). Point the "
+            "database option at acme2certifier's acme_srv.db.",
+            tables=sorted(present),
+        )
+
+    missing_tables = [table for table in WSGI_TABLES if table not in present]
+    if missing_tables:
+        raise SchemaError(
+            f"{db.location} lacks the acme2certifier table(s) {', '.join(missing_tables)}. It is "
+            "damaged, from a release before 0.11, or not an acme2certifier database.",
+            missing_tables=missing_tables,
+        )
+
+    tables = {table: db.columns(table) for table in WSGI_TABLES}
+    if "housekeeping" in present:
+        tables["housekeeping"] = db.columns("housekeeping")
+
+    dbversion = None
+    if "housekeeping" in present:
+        rows = db.fetch("SELECT value FROM housekeeping WHERE name = 'dbversion'")
+        if rows and rows[0][0] is not None:
+            dbversion = str(rows[0][0])
+
+    schema = Schema(handler="wsgi", tables=tables, dbversion=dbversion)
+    for table, columns in REQUIRED_COLUMNS.items():
+        schema.require(table, columns, f"read the {table} table")
+    return schema
