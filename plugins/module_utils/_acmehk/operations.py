@@ -366,7 +366,12 @@ def apply_certificate_dates(ctx: Context, plan: Plan) -> int:
     schema = ctx.schema
     assignments = ["issue_uts = ?", "expire_uts = ?"]
     extra = [column for column in ("serial", "aki", "renewal_info") if schema.has("certificate", column)]
-    assignments += [f"{column} = ?" for column in extra]
+    # renewal_info needs the issuer from the PEM chain in cert; without one the stored value
+    # is kept instead of being cleared.
+    assignments += [
+        f"{column} = COALESCE(?, {column})" if column == "renewal_info" else f"{column} = ?"
+        for column in extra
+    ]
     # acme2certifier 0.46.3 clears poll_identifier when it re-stores the certificate.
     if schema.has("certificate", "poll_identifier"):
         assignments.append("poll_identifier = NULL")
