@@ -30,7 +30,7 @@ CSR_GRACE_SECONDS = 14 * 86400
 
 @dataclass
 class Context:
-    """What every operation needs: the database, its schema, the cutoff and the batch size."""
+    """Inputs shared by every operation: the database, its schema, the cutoff and the batch size."""
 
     db: Database
     schema: Schema
@@ -113,7 +113,7 @@ def _status_id(ctx: Context, name: str, purpose: str) -> int:
 
 
 def _text_in_number_column(ctx: Context, plan: Plan, table: str, column: str) -> None:
-    """Report rows whose date column holds text, which no selection rule can compare."""
+    """Report rows whose date column contains text, which no selection rule can compare."""
     quoted = ctx.schema.name(table)
     sql = (
         f"SELECT id, name, {column} FROM {quoted} WHERE typeof({column}) IN ('text', 'blob') "
@@ -271,7 +271,7 @@ def _certificate_columns(schema: Schema) -> List[str]:
 
 
 def _looks_like_certificate(cert: Any) -> bool:
-    """Apply acme2certifier's check that a cert column holds PEM or base64 before re-storing it."""
+    """Apply the check of acme2certifier that a cert column contains PEM or base64 before re-storing it."""
     if not isinstance(cert, str) or not cert:
         return False
     text = cert.strip()
@@ -284,10 +284,12 @@ def _looks_like_certificate(cert: Any) -> bool:
 def _parse_dates(cert_raw: Any) -> Tuple[int, int, Optional[str]]:
     """Read notBefore and notAfter from cert_raw; (0, 0, reason) when that is impossible."""
     try:
-        certificate = x509.parse_certificate(x509.decode_cert_raw(cert_raw))
+        x509.load_cert_raw(cert_raw)
     except ValueError as exc:
         return 0, 0, f"cert_raw cannot be parsed as a certificate: {exc}"
-    return certificate.not_before, certificate.not_after, None
+    # cert_dates applies acme2certifier's special cases, such as (0, 0) for the year 0000.
+    issue, expire = x509.cert_dates(cert_raw)
+    return issue, expire, None
 
 
 def _is_zero(value: Any) -> bool:
@@ -317,16 +319,18 @@ def _dates_fill(cert: Any, cert_raw: Any) -> Tuple[Optional[DatesFill], Optional
         return None, reason
     if not issue and not expire:
         return None, None
-    return (
-        DatesFill(
+    try:
+        fill = DatesFill(
             issue_uts=issue,
             expire_uts=expire,
             serial=x509.serial_hex(cert_raw),
             aki=x509.aki_hex(cert_raw),
             renewal_info=x509.renewal_info(cert),
-        ),
-        None,
-    )
+        )
+    except ValueError as exc:
+        # acme2certifier 0.46.3 aborts the whole dates update on such a row.
+        return None, f"the certificate chain in cert or the AKI extension cannot be read: {exc}"
+    return fill, None
 
 
 def _dates_select(ctx: Context) -> str:

@@ -49,8 +49,8 @@ _TAG_ISSUER_UNIQUE_ID = 0x81
 _TAG_SUBJECT_UNIQUE_ID = 0x82
 _TAG_EXTENSIONS = 0xA3
 
-# Longest length field accepted, in octets. Four octets allow 4 GiB, far more
-# than any certificate, and keep a forged length from becoming a huge integer.
+# Maximum number of octets in a long-form length. Four octets allow 4 GiB, far
+# more than any certificate, and keep a forged length from becoming a huge integer.
 _MAX_LENGTH_OCTETS = 4
 
 # cryptography 50 rejects OBJECT IDENTIFIERs longer than 63 content octets and
@@ -74,11 +74,11 @@ class _Element(NamedTuple):
     encoding: bytes
 
 
-def _read_element(data: bytes, offset: int, what: str) -> Tuple[_Element, int]:
+def _read_element(data: bytes, offset: int, field: str) -> Tuple[_Element, int]:
     """Read the DER element at ``offset`` and return it with the offset after it."""
     start = offset
     if offset >= len(data):
-        raise CertificateError("invalid DER: %s is missing (no data left)" % what)
+        raise CertificateError("invalid DER: %s is missing (no data left)" % field)
 
     first = data[offset]
     offset += 1
@@ -87,81 +87,83 @@ def _read_element(data: bytes, offset: int, what: str) -> Tuple[_Element, int]:
         # High tag number form: base-128 digits follow, the last without bit 8.
         number = 0
         if offset < len(data) and data[offset] == 0x80:
-            raise CertificateError("invalid DER: tag of %s has a leading zero digit" % what)
+            raise CertificateError("invalid DER: tag of %s has a leading zero digit" % field)
         while True:
             if offset >= len(data):
-                raise CertificateError("invalid DER: tag of %s is truncated" % what)
+                raise CertificateError("invalid DER: tag of %s is truncated" % field)
             octet = data[offset]
             offset += 1
             number = (number << 7) | (octet & 0x7F)
             # cryptography 50 stores tag numbers in 32 bits and rejects larger ones.
             if number > 0xFFFFFFFF:
-                raise CertificateError("invalid DER: tag number of %s exceeds 32 bits" % what)
+                raise CertificateError("invalid DER: tag number of %s exceeds 32 bits" % field)
             if not octet & 0x80:
                 break
         if number < 0x1F:
             raise CertificateError(
-                "invalid DER: tag of %s uses the long form for a number below 31" % what
+                "invalid DER: tag of %s uses the long form for a number below 31" % field
             )
         tag = int.from_bytes(data[start:offset], "big")
 
     if offset >= len(data):
-        raise CertificateError("invalid DER: length of %s is missing" % what)
+        raise CertificateError("invalid DER: length of %s is missing" % field)
     length = data[offset]
     offset += 1
     if length == 0x80:
-        raise CertificateError("invalid DER: %s uses an indefinite length" % what)
+        raise CertificateError("invalid DER: %s uses an indefinite length" % field)
     if length & 0x80:
         count = length & 0x7F
         if count > _MAX_LENGTH_OCTETS:
             raise CertificateError(
                 "invalid DER: length of %s has %d octets, more than %d"
-                % (what, count, _MAX_LENGTH_OCTETS)
+                % (field, count, _MAX_LENGTH_OCTETS)
             )
         if offset + count > len(data):
-            raise CertificateError("invalid DER: length of %s is truncated" % what)
+            raise CertificateError("invalid DER: length of %s is truncated" % field)
         length_octets = data[offset : offset + count]
         offset += count
         if length_octets[0] == 0:
-            raise CertificateError("invalid DER: length of %s has a leading zero octet" % what)
+            raise CertificateError("invalid DER: length of %s has a leading zero octet" % field)
         length = int.from_bytes(length_octets, "big")
         if length < 0x80:
             raise CertificateError(
-                "invalid DER: length %d of %s must use the short form" % (length, what)
+                "invalid DER: length %d of %s must use the short form" % (length, field)
             )
 
     end = offset + length
     if end > len(data):
         raise CertificateError(
             "invalid DER: %s declares %d content octets but only %d remain"
-            % (what, length, len(data) - offset)
+            % (field, length, len(data) - offset)
         )
     return _Element(tag, data[offset:end], data[start:end]), end
 
 
-def _read_single(data: bytes, tag: int, what: str) -> _Element:
+def _read_single(data: bytes, tag: int, field: str) -> _Element:
     """Read one element of the given tag that spans all of ``data``."""
-    element, end = _read_element(data, 0, what)
-    _expect_tag(element, tag, what)
+    element, end = _read_element(data, 0, field)
+    _expect_tag(element, tag, field)
     if end != len(data):
-        raise CertificateError("invalid DER: %d trailing octets after %s" % (len(data) - end, what))
+        raise CertificateError(
+            "invalid DER: %d trailing octets after %s" % (len(data) - end, field)
+        )
     return element
 
 
-def _read_items(content: bytes, what: str) -> List[_Element]:
+def _read_items(content: bytes, field: str) -> List[_Element]:
     """Split the content of a constructed element into its elements."""
     items = []
     offset = 0
     while offset < len(content):
-        element, offset = _read_element(content, offset, "element of %s" % what)
+        element, offset = _read_element(content, offset, "element of %s" % field)
         items.append(element)
     return items
 
 
-def _expect_tag(element: _Element, tag: int, what: str) -> None:
+def _expect_tag(element: _Element, tag: int, field: str) -> None:
     if element.tag != tag:
         raise CertificateError(
-            "invalid certificate: %s has tag 0x%02x, expected 0x%02x" % (what, element.tag, tag)
+            "invalid certificate: %s has tag 0x%02x, expected 0x%02x" % (field, element.tag, tag)
         )
 
 
@@ -170,32 +172,32 @@ def _expect_tag(element: _Element, tag: int, what: str) -> None:
 # ---------------------------------------------------------------------------
 
 
-def _parse_integer(element: _Element, what: str) -> int:
+def _parse_integer(element: _Element, field: str) -> int:
     """Decode a DER INTEGER, rejecting empty and non-minimal encodings."""
-    _expect_tag(element, _TAG_INTEGER, what)
+    _expect_tag(element, _TAG_INTEGER, field)
     content = element.content
     if not content:
-        raise CertificateError("invalid DER: %s is an empty INTEGER" % what)
+        raise CertificateError("invalid DER: %s is an empty INTEGER" % field)
     if len(content) > 1:
         if content[0] == 0x00 and content[1] < 0x80:
-            raise CertificateError("invalid DER: %s has a redundant leading 0x00 octet" % what)
+            raise CertificateError("invalid DER: %s has a redundant leading 0x00 octet" % field)
         if content[0] == 0xFF and content[1] >= 0x80:
-            raise CertificateError("invalid DER: %s has a redundant leading 0xff octet" % what)
+            raise CertificateError("invalid DER: %s has a redundant leading 0xff octet" % field)
     return int.from_bytes(content, "big", signed=True)
 
 
-def _parse_oid(element: _Element, what: str) -> str:
+def _parse_oid(element: _Element, field: str) -> str:
     """Decode an OBJECT IDENTIFIER into dotted notation."""
-    _expect_tag(element, _TAG_OID, what)
+    _expect_tag(element, _TAG_OID, field)
     content = element.content
     if not content:
-        raise CertificateError("invalid DER: %s is an empty OBJECT IDENTIFIER" % what)
+        raise CertificateError("invalid DER: %s is an empty OBJECT IDENTIFIER" % field)
     if content[-1] & 0x80:
-        raise CertificateError("invalid DER: last arc of %s is truncated" % what)
+        raise CertificateError("invalid DER: last arc of %s is truncated" % field)
     if len(content) > _MAX_OID_OCTETS:
         raise CertificateError(
             "invalid certificate: %s has %d octets, more than %d"
-            % (what, len(content), _MAX_OID_OCTETS)
+            % (field, len(content), _MAX_OID_OCTETS)
         )
 
     arcs = []
@@ -203,12 +205,12 @@ def _parse_oid(element: _Element, what: str) -> str:
     arc_start = True
     for octet in content:
         if arc_start and octet == 0x80:
-            raise CertificateError("invalid DER: an arc of %s has a leading zero digit" % what)
+            raise CertificateError("invalid DER: an arc of %s has a leading zero digit" % field)
         value = (value << 7) | (octet & 0x7F)
         arc_start = not octet & 0x80
         if arc_start:
             if value >= _MAX_OID_ARC:
-                raise CertificateError("invalid certificate: an arc of %s exceeds 128 bits" % what)
+                raise CertificateError("invalid certificate: an arc of %s exceeds 128 bits" % field)
             arcs.append(value)
             value = 0
 
@@ -217,32 +219,32 @@ def _parse_oid(element: _Element, what: str) -> str:
     return ".".join(str(arc) for arc in [first, arcs[0] - 40 * first] + arcs[1:])
 
 
-def _parse_bit_string(element: _Element, what: str, tag: int = _TAG_BIT_STRING) -> bytes:
+def _parse_bit_string(element: _Element, field: str, tag: int = _TAG_BIT_STRING) -> bytes:
     """Return the octets of a DER BIT STRING after checking its unused bits."""
-    _expect_tag(element, tag, what)
+    _expect_tag(element, tag, field)
     content = element.content
     if not content:
-        raise CertificateError("invalid DER: %s is an empty BIT STRING" % what)
+        raise CertificateError("invalid DER: %s is an empty BIT STRING" % field)
     unused_bits = content[0]
     if unused_bits > 7:
         raise CertificateError(
-            "invalid DER: %s declares %d unused bits, more than 7" % (what, unused_bits)
+            "invalid DER: %s declares %d unused bits, more than 7" % (field, unused_bits)
         )
     if len(content) == 1 and unused_bits:
-        raise CertificateError("invalid DER: %s has unused bits but no octets" % what)
+        raise CertificateError("invalid DER: %s has unused bits but no octets" % field)
     if unused_bits and content[-1] & ((1 << unused_bits) - 1):
-        raise CertificateError("invalid DER: unused bits of %s are not zero" % what)
+        raise CertificateError("invalid DER: unused bits of %s are not zero" % field)
     return content[1:]
 
 
-def _parse_boolean(element: _Element, what: str) -> bool:
-    _expect_tag(element, _TAG_BOOLEAN, what)
+def _parse_boolean(element: _Element, field: str) -> bool:
+    _expect_tag(element, _TAG_BOOLEAN, field)
     if element.content == b"\xff":
         return True
     if element.content == b"\x00":
         return False
     raise CertificateError(
-        "invalid DER: %s is not a BOOLEAN of 0x00 or 0xff (%s)" % (what, element.content.hex())
+        "invalid DER: %s is not a BOOLEAN of 0x00 or 0xff (%s)" % (field, element.content.hex())
     )
 
 
@@ -256,7 +258,7 @@ _EPOCH_ORDINAL = datetime.date(1970, 1, 1).toordinal()
 _DAYS_PER_400_YEARS = 146097
 
 
-def _parse_time(element: _Element, what: str) -> int:
+def _parse_time(element: _Element, field: str) -> int:
     """Convert a UTCTime or GeneralizedTime into seconds since 1970-01-01T00:00:00Z.
 
     Both forms must end in Z and carry seconds without a fraction (RFC 5280,
@@ -267,7 +269,7 @@ def _parse_time(element: _Element, what: str) -> int:
         if match is None:
             raise CertificateError(
                 "invalid certificate: %s is not a UTCTime of the form YYMMDDHHMMSSZ (%r)"
-                % (what, element.content)
+                % (field, element.content)
             )
         two_digit_year = int(match.group(1))
         year = 2000 + two_digit_year if two_digit_year < 50 else 1900 + two_digit_year
@@ -276,19 +278,19 @@ def _parse_time(element: _Element, what: str) -> int:
         if match is None:
             raise CertificateError(
                 "invalid certificate: %s is not a GeneralizedTime of the form YYYYMMDDHHMMSSZ (%r)"
-                % (what, element.content)
+                % (field, element.content)
             )
         year = int(match.group(1))
     else:
         raise CertificateError(
             "invalid certificate: %s has tag 0x%02x, expected UTCTime or GeneralizedTime"
-            % (what, element.tag)
+            % (field, element.tag)
         )
 
     month, day, hour, minute, second = (int(match.group(index)) for index in range(2, 7))
     if hour > 23 or minute > 59 or second > 59:
         raise CertificateError(
-            "invalid certificate: %s has an invalid time of day (%r)" % (what, element.content)
+            "invalid certificate: %s has an invalid time of day (%r)" % (field, element.content)
         )
     try:
         if year >= 1:
@@ -298,7 +300,7 @@ def _parse_time(element: _Element, what: str) -> int:
             ordinal = datetime.date(year + 400, month, day).toordinal() - _DAYS_PER_400_YEARS
     except ValueError:
         raise CertificateError(
-            "invalid certificate: %s has an invalid date (%r)" % (what, element.content)
+            "invalid certificate: %s has an invalid date (%r)" % (field, element.content)
         ) from None
     return (ordinal - _EPOCH_ORDINAL) * 86400 + hour * 3600 + minute * 60 + second
 
@@ -349,25 +351,25 @@ _ALGORITHM_PARAMETER_RULES: Dict[str, str] = {
 }
 
 
-def _check_algorithm_identifier(element: _Element, what: str) -> str:
+def _check_algorithm_identifier(element: _Element, field: str) -> str:
     """Check an AlgorithmIdentifier and return its OID.
 
     NOTE: cryptography also parses the contents of RSASSA-PSS parameters,
     explicit EC curves and DSA or DH parameters, and this reader does not, so
     such a certificate that cryptography rejects may pass here.
     """
-    _expect_tag(element, _TAG_SEQUENCE, what)
-    items = _read_items(element.content, what)
+    _expect_tag(element, _TAG_SEQUENCE, field)
+    items = _read_items(element.content, field)
     if not items or len(items) > 2:
         raise CertificateError(
             "invalid certificate: %s has %d elements, expected an OID and optional parameters"
-            % (what, len(items))
+            % (field, len(items))
         )
-    algorithm = _parse_oid(items[0], "algorithm of %s" % what)
+    algorithm = _parse_oid(items[0], "algorithm of %s" % field)
     parameters = items[1] if len(items) == 2 else None
 
     rule = _ALGORITHM_PARAMETER_RULES.get(algorithm)
-    is_null = parameters is not None and parameters.encoding == b"\x05\x00"
+    is_null = parameters is not None and parameters.tag == _TAG_NULL and not parameters.content
     if rule == "absent" and parameters is not None:
         allowed = False
     elif rule == "null":
@@ -375,7 +377,7 @@ def _check_algorithm_identifier(element: _Element, what: str) -> str:
     elif rule == "ec":
         allowed = is_null or (parameters is not None and parameters.tag == _TAG_OID)
         if allowed and not is_null:
-            _parse_oid(parameters, "named curve of %s" % what)
+            _parse_oid(parameters, "named curve of %s" % field)
     elif rule == "sequence":
         allowed = parameters is None or parameters.tag == _TAG_SEQUENCE
     else:
@@ -383,58 +385,60 @@ def _check_algorithm_identifier(element: _Element, what: str) -> str:
     if not allowed:
         raise CertificateError(
             "invalid certificate: %s has parameters not allowed for algorithm %s"
-            % (what, algorithm)
+            % (field, algorithm)
         )
     return algorithm
 
 
-def _check_attribute_value(element: _Element, what: str) -> None:
+def _check_attribute_value(element: _Element, field: str) -> None:
     """Check the string types whose contents cryptography validates in names."""
     content = element.content
     if element.tag == _TAG_PRINTABLE_STRING:
         if not _PRINTABLE_STRING_CHARS.issuperset(content):
             raise CertificateError(
                 "invalid certificate: %s is a PrintableString with a character outside its set (%r)"
-                % (what, content)
+                % (field, content)
             )
     elif element.tag == _TAG_BMP_STRING:
         try:
             content.decode("utf-16-be")
         except UnicodeDecodeError:
             raise CertificateError(
-                "invalid certificate: %s is not a valid BMPString" % what
+                "invalid certificate: %s is not a valid BMPString" % field
             ) from None
     elif element.tag == _TAG_UNIVERSAL_STRING:
         try:
             content.decode("utf-32-be")
         except UnicodeDecodeError:
             raise CertificateError(
-                "invalid certificate: %s is not a valid UniversalString" % what
+                "invalid certificate: %s is not a valid UniversalString" % field
             ) from None
 
 
-def _check_name(element: _Element, what: str) -> None:
+def _check_name(element: _Element, field: str) -> None:
     """Check a Name: a SEQUENCE of SETs, each holding sorted (type, value) pairs."""
-    _expect_tag(element, _TAG_SEQUENCE, what)
-    for rdn in _read_items(element.content, what):
-        _expect_tag(rdn, _TAG_SET, "relative distinguished name in %s" % what)
-        attributes = _read_items(rdn.content, what)
+    _expect_tag(element, _TAG_SEQUENCE, field)
+    for rdn in _read_items(element.content, field):
+        _expect_tag(rdn, _TAG_SET, "relative distinguished name in %s" % field)
+        attributes = _read_items(rdn.content, field)
         encodings = [attribute.encoding for attribute in attributes]
         if encodings != sorted(encodings):
             raise CertificateError(
                 "invalid DER: attributes of a relative distinguished name in %s are not sorted"
-                % what
+                % field
             )
         for attribute in attributes:
-            _expect_tag(attribute, _TAG_SEQUENCE, "attribute in %s" % what)
-            parts = _read_items(attribute.content, what)
+            _expect_tag(attribute, _TAG_SEQUENCE, "attribute in %s" % field)
+            parts = _read_items(attribute.content, field)
             if len(parts) != 2:
                 raise CertificateError(
                     "invalid certificate: attribute in %s has %d elements, expected 2"
-                    % (what, len(parts))
+                    % (field, len(parts))
                 )
-            attribute_type = _parse_oid(parts[0], "attribute type in %s" % what)
-            _check_attribute_value(parts[1], "value of attribute %s in %s" % (attribute_type, what))
+            attribute_type = _parse_oid(parts[0], "attribute type in %s" % field)
+            _check_attribute_value(
+                parts[1], "value of attribute %s in %s" % (attribute_type, field)
+            )
 
 
 class Extension(NamedTuple):
@@ -502,8 +506,9 @@ def parse_certificate(der: bytes) -> Certificate:
     """Parse a DER certificate, rejecting what cryptography 50 rejects at load time.
 
     Raises CertificateError for trailing data, invalid lengths, non-DER
-    encodings, unexpected tags and invalid field values. Extension values stay
-    undecoded because cryptography decodes them only on access.
+    encodings, unexpected tags and invalid field values. The exceptions are
+    the algorithm parameters noted in _check_algorithm_identifier(). Extension
+    values stay undecoded because cryptography decodes them only on access.
     """
     if not isinstance(der, (bytes, bytearray)):
         raise CertificateError(
@@ -523,9 +528,9 @@ def parse_certificate(der: bytes) -> Certificate:
     fields = _read_items(tbs.content, "tbsCertificate")
     index = 0
 
-    def next_field(what: str) -> _Element:
+    def next_field(field: str) -> _Element:
         if index >= len(fields):
-            raise CertificateError("invalid certificate: tbsCertificate has no %s" % what)
+            raise CertificateError("invalid certificate: tbsCertificate has no %s" % field)
         return fields[index]
 
     if next_field("serialNumber").tag == _TAG_VERSION:
@@ -577,7 +582,7 @@ def parse_certificate(der: bytes) -> Certificate:
 
     # The optional fields must appear in this order, each at most once.
     extensions: Tuple[Extension, ...] = ()
-    for tag, what in (
+    for tag, field_name in (
         (_TAG_ISSUER_UNIQUE_ID, "issuerUniqueID"),
         (_TAG_SUBJECT_UNIQUE_ID, "subjectUniqueID"),
         (_TAG_EXTENSIONS, "extensions"),
@@ -586,7 +591,7 @@ def parse_certificate(der: bytes) -> Certificate:
             if tag == _TAG_EXTENSIONS:
                 extensions = _parse_extensions(fields[index])
             else:
-                _parse_bit_string(fields[index], what, tag)
+                _parse_bit_string(fields[index], field_name, tag)
             index += 1
     if index != len(fields):
         raise CertificateError(
@@ -622,18 +627,18 @@ def _authority_key_identifier(extensions: Tuple[Extension, ...]) -> Optional[str
     if not value:
         return None
 
-    what = "authority key identifier"
-    sequence, _ = _read_element(value, 0, what)
-    _expect_tag(sequence, _TAG_SEQUENCE, what)
+    field = "authority key identifier"
+    sequence, _ = _read_element(value, 0, field)
+    _expect_tag(sequence, _TAG_SEQUENCE, field)
     key_identifier = None
     # keyIdentifier [0], authorityCertIssuer [1] and authorityCertSerialNumber [2],
     # each optional and in this order (RFC 5280, section 4.2.1.1).
     expected_tags = [0x80, 0xA1, 0x82]
-    for item in _read_items(sequence.content, what):
+    for item in _read_items(sequence.content, field):
         if item.tag not in expected_tags:
             raise CertificateError(
                 "invalid certificate: %s has an unexpected element with tag 0x%02x"
-                % (what, item.tag)
+                % (field, item.tag)
             )
         del expected_tags[: expected_tags.index(item.tag) + 1]
         if item.tag == 0x80:
@@ -661,7 +666,7 @@ _URL_SAFE_TO_STANDARD = {ord("-"): "+", ord("_"): "/"}
 _BASE64_PATTERN = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 
 
-def _decode_base64_strict(text: str, what: str) -> bytes:
+def _decode_base64_strict(text: str, source: str) -> bytes:
     """Decode standard base64 with canonical padding and zero trailing bits.
 
     This matches the STANDARD engine of the Rust base64 crate, which rejects
@@ -669,14 +674,14 @@ def _decode_base64_strict(text: str, what: str) -> bytes:
     """
     if len(text) % 4 or not _BASE64_PATTERN.fullmatch(text):
         raise CertificateError(
-            "invalid %s: not canonical base64 (wrong length, padding or character)" % what
+            "invalid %s: not canonical base64 (wrong length, padding or character)" % source
         )
     try:
         decoded = base64.b64decode(text, validate=True)
     except binascii.Error as err:
-        raise CertificateError("invalid %s: %s" % (what, err)) from None
+        raise CertificateError("invalid %s: %s" % (source, err)) from None
     if base64.b64encode(decoded).decode("ascii") != text:
-        raise CertificateError("invalid %s: base64 has non-zero trailing bits" % what)
+        raise CertificateError("invalid %s: base64 has non-zero trailing bits" % source)
     return decoded
 
 
@@ -684,7 +689,7 @@ def decode_cert_raw(value: object) -> bytes:
     """Decode a cert_raw column value to DER as acme2certifier 0.46.3 does.
 
     acme2certifier computes the missing "=" padding from the length of the
-    value as stored, whitespace included, maps "-" and "_" to "+" and "/",
+    value as stored, white space included, maps "-" and "_" to "+" and "/",
     and wraps the result in PEM armour. cryptography then drops white space
     and decodes strict base64. As a result, surrounding white space is accepted
     only when the total length still comes out right. A str or UTF-8 bytes value
@@ -715,7 +720,7 @@ def decode_cert_raw(value: object) -> bytes:
 
 
 def load_cert_raw(value: object) -> Certificate:
-    """Decode and parse a cert_raw column value; raise CertificateError if acme2certifier cannot."""
+    """Decode and parse a cert_raw value, raising CertificateError where acme2certifier fails."""
     return parse_certificate(decode_cert_raw(value))
 
 
@@ -763,7 +768,7 @@ def _format_serial_hex(serial_number: int) -> str:
 
 
 def serial_hex(cert_raw: object) -> str:
-    """Return what dates_update() writes to certificate.serial; needs only cert_raw.
+    """Return what dates_update() writes to certificate.serial, computed from cert_raw alone.
 
     Raises CertificateError when acme2certifier cannot load cert_raw.
     """
@@ -771,7 +776,7 @@ def serial_hex(cert_raw: object) -> str:
 
 
 def aki_hex(cert_raw: object) -> Optional[str]:
-    """Return what dates_update() writes to certificate.aki; needs only cert_raw.
+    """Return what dates_update() writes to certificate.aki, computed from cert_raw alone.
 
     The value is the lowercase hex keyIdentifier, or None without one.
     Raises CertificateError when cert_raw cannot be loaded or the AKI
@@ -840,7 +845,7 @@ class _PemSection(NamedTuple):
 
 
 def _find_pem_sections(data: bytes) -> List[_PemSection]:
-    """Find BEGIN/END sections as the pem crate does; an incomplete section ends the search."""
+    """Find BEGIN/END sections as the pem crate does, which stops at the first incomplete one."""
     sections = []
     offset = 0
     while offset < len(data):
@@ -884,7 +889,7 @@ def _decode_pem_section(section: _PemSection) -> Tuple[str, bytes]:
             "invalid PEM: BEGIN label %r does not match END label %r" % (label, end_label)
         )
 
-    # Text before the first blank line holds "Name: value" headers (RFC 1421).
+    # Text before the first blank line contains "Name: value" headers (RFC 1421).
     headers = b""
     data = section.payload
     for separator in (b"\n\n", b"\r\n\r\n"):
@@ -943,12 +948,13 @@ def _encode_integer(value: int) -> bytes:
 
 
 def renewal_info(cert: Optional[str]) -> Optional[str]:
-    """Return what dates_update() writes to certificate.renewal_info; needs only the cert column.
+    """Compute what dates_update() writes to certificate.renewal_info from the cert column.
 
     acme2certifier builds an OCSP request for the first certificate of the
-    chain with the second as issuer and stores the hex of its CertID after the
-    first "0420": the SHA-256 of the certificate's issuer Name, "0420", the
-    SHA-256 of the issuer's public key and the DER serial number INTEGER.
+    chain with the second as issuer. It stores the hex of the request after
+    the first "0420", which is the rest of the CertID: the SHA-256 of the
+    certificate's issuer Name, "0420", the SHA-256 of the issuer's public key
+    and the DER serial number INTEGER.
     The certificate is the first PEM block of ``cert``, not cert_raw.
     Returns None when ``cert`` is None, empty or holds fewer than two blocks.
     Upstream also stores None for fewer than two blocks, but raises TypeError
