@@ -64,7 +64,7 @@ dbversion:
   type: str
   sample: "0.46"
 known_dbversion:
-  description: The newest acme2certifier schema version this collection knows.
+  description: The newest acme2certifier schema version this collection supports.
   returned: success
   type: str
   sample: "0.46"
