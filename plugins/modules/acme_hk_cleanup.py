@@ -20,7 +20,7 @@ description:
   - Rows that cannot be judged (malformed C(cert_raw), a C(created_at) that is not a date,
     text in a date column) are left unchanged and listed in RV(skipped) with the reason.
 author:
-  - acmeops.housekeeping contributors
+  - Acmeops Housekeeping Maintainers (@acmeops)
 extends_documentation_fragment:
   - acmeops.housekeeping.database
   - acmeops.housekeeping.database.FORCE

@@ -15,7 +15,7 @@ description:
     at O(now).
   - Only reads; never changes the database.
 author:
-  - acmeops.housekeeping contributors
+  - Acmeops Housekeeping Maintainers (@acmeops)
 extends_documentation_fragment:
   - acmeops.housekeeping.database
   - acmeops.housekeeping.attributes

@@ -19,7 +19,7 @@ description:
     is not C(expired) are set to C(expired). Authorizations never fetched by a client have no
     C(expires) and are never selected.
 author:
-  - acmeops.housekeeping contributors
+  - Acmeops Housekeeping Maintainers (@acmeops)
 extends_documentation_fragment:
   - acmeops.housekeeping.database
   - acmeops.housekeeping.database.FORCE

@@ -21,7 +21,7 @@ description:
     C(docs/upstream-differences.md), for example rows sorted by id, real status names in the
     certificate report, and a header-only file when there are no rows.
 author:
-  - acmeops.housekeeping contributors
+  - Acmeops Housekeeping Maintainers (@acmeops)
 extends_documentation_fragment:
   - acmeops.housekeeping.database
   - acmeops.housekeeping.attributes

@@ -33,13 +33,20 @@ _DATABASE_CANDIDATES = (
 )
 
 
+def _new_parser() -> configparser.ConfigParser:
+    """Build a parser that reads acme_srv.cfg like acme2certifier: no interpolation, case kept."""
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    return parser
+
+
 @dataclass
 class Installation:
     """Where the configuration and the database of one acme2certifier instance are."""
 
     database: str
     config_path: Optional[str] = None
-    settings: configparser.ConfigParser = field(default_factory=lambda: _new_parser())
+    settings: configparser.ConfigParser = field(default_factory=_new_parser)
     database_source: str = "option"
 
     def option(self, section: str, name: str) -> Optional[str]:
@@ -62,13 +69,6 @@ class Installation:
             ) from None
 
 
-def _new_parser() -> configparser.ConfigParser:
-    """Build a parser that reads acme_srv.cfg like acme2certifier: no interpolation, case kept."""
-    parser = configparser.ConfigParser(interpolation=None)
-    parser.optionxform = str  # type: ignore[assignment,method-assign]
-    return parser
-
-
 def read_config(path: str) -> configparser.ConfigParser:
     """Parse one acme_srv.cfg file."""
     parser = _new_parser()
@@ -86,6 +86,15 @@ def read_config(path: str) -> configparser.ConfigParser:
             "Fix the file, or give the database path with the database option."
         ) from exc
     return parser
+
+
+def installation_root(acme_srv_dir: Optional[str], config_path: Optional[str]) -> str:
+    """Return the installation root, one level above an acme_srv/, acme/ or volume/ folder."""
+    base = acme_srv_dir or os.path.dirname(os.path.abspath(config_path or "."))
+    base = os.path.abspath(base)
+    if os.path.basename(base.rstrip(os.sep)) in ("acme_srv", "acme", "volume"):
+        return os.path.dirname(base.rstrip(os.sep))
+    return base
 
 
 def _first_existing(base: str, candidates: tuple) -> Optional[str]:
@@ -136,8 +145,7 @@ def locate(
         if not os.path.isabs(dbfile):
             # acme2certifier resolves a relative dbfile against its working directory, which is
             # the installation root under the shipped web server configurations.
-            root = acme_srv_dir or os.path.dirname(os.path.abspath(config_path or "."))
-            dbfile = os.path.join(root, dbfile)
+            dbfile = os.path.join(installation_root(acme_srv_dir, config_path), dbfile)
         installation.database = dbfile
         installation.database_source = f"[DBhandler] dbfile in {config_path}"
         return installation

@@ -91,6 +91,12 @@ class SQLiteDatabase(Database):
             self.connection.close()
             if _is_locked(exc):
                 raise _lock_timeout(path, busy_timeout) from exc
+            if "malformed" in str(exc):
+                raise DatabaseError(
+                    f"The SQLite database {path} is damaged ({exc}). Check it with sqlite3 and "
+                    "PRAGMA integrity_check, and restore it from a backup if needed.",
+                    database=path,
+                ) from exc
             raise DatabaseError(
                 f"{path} is not an SQLite database ({exc}). Point the database option at "
                 "acme2certifier's acme_srv.db.",

@@ -19,7 +19,7 @@ from . import reports
 from .config import DEFAULT_NONCE_VALIDITY, Installation, locate
 from .db import SQLiteDatabase
 from .errors import OptionError
-from .output import Sink
+from .output import Sink, check_destination
 from .schema import KNOWN_DBVERSION, detect
 from .timeutil import format_utc, parse_duration, parse_now
 
@@ -138,8 +138,10 @@ def run_report(
         )
     if dest is None and not return_content:
         raise OptionError("Give dest for the report file, or set return_content=true to get the report in the result.")
+
     if dest is not None and os.path.isdir(dest):
-        raise OptionError(f"dest {dest} is a directory. Give the path of the report file, for example {os.path.join(dest, report + '.' + report_format)}.")
+        example = os.path.join(dest, f"{report}.{report_format}")
+        raise OptionError(f"dest {dest} is a directory. Give the path of the report file, for example {example}.")
 
     with open_database(settings, writable=False) as (installation, db, schema):
         ctx = ops.Context(db=db, schema=schema, cutoff=0, batch_size=settings.batch_size)
@@ -249,7 +251,7 @@ def run_invalidate(
         result["report_files"] = report_files
         result["changed"] = any(counts.values())
         result["diff"] = _count_diff(plans, counts)
-        result["skipped"] = [item for plan in plans.values() for item in plan.skipped] + skips.items
+        result["skipped"] = _merge_skipped([plan.skipped for plan in plans.values()] + [skips.items])
         return result
 
 
@@ -264,6 +266,19 @@ def _write_plan_report(ctx: ops.Context, plan: ops.Plan, target: str, path: str,
         sink.discard()
         raise
     return path
+
+
+def _merge_skipped(lists: List[List[Dict[str, Any]]]) -> List[Dict[str, Any]]:
+    """Join the skipped rows of several targets, listing each row once."""
+    seen = set()
+    merged = []
+    for items in lists:
+        for item in items:
+            key = (item.get("table"), item.get("id"))
+            if key not in seen:
+                seen.add(key)
+                merged.append(item)
+    return merged
 
 
 def _count_diff(plans: Dict[str, ops.Plan], counts: Dict[str, int]) -> Dict[str, Any]:
@@ -298,6 +313,8 @@ def run_cleanup(
 ) -> Dict[str, Any]:
     """Back-fill certificate dates, blank or delete expired certificates and delete old nonces."""
     _check_targets(targets, ("certificates", "nonces", "certificate_dates"))
+    if report_dest is not None:
+        check_destination(report_dest)
     if report_dest is not None and "certificates" not in targets:
         raise OptionError(
             "report_dest lists the certificates that cleanup blanks or deletes, so it needs "
@@ -357,7 +374,7 @@ def run_cleanup(
         result["warnings"] = warnings
         result["changed"] = any(counts.values())
         result["diff"] = _count_diff(plans, counts)
-        result["skipped"] = [item for plan in plans.values() for item in plan.skipped] + skips.items
+        result["skipped"] = _merge_skipped([plan.skipped for plan in plans.values()] + [skips.items])
         return result
 
 
@@ -410,11 +427,10 @@ def gather_info(settings: Settings, purge_preview: bool = True, nonce_validity: 
             database_source=installation.database_source,
             known_dbversion=KNOWN_DBVERSION,
             dbversion_newer_than_known=schema.newer_than_known(),
-            tables={table: columns for table, columns in schema.tables.items()},
+            tables=dict(schema.tables),
             row_counts=counts,
             pending=pending,
             nonce_validity=validity,
             changed=False,
         )
         return result
-

@@ -46,17 +46,13 @@ class Sink:
         self.content: Optional[List[str]] = [] if keep_content else None
         self.temp_path: Optional[str] = None
         self._handle: Optional[io.BufferedWriter] = None
-        if dest and write_file:
-            self._open_temp(dest)
+        if dest:
+            check_destination(dest)
+            if write_file:
+                self._open_temp(dest)
 
     def _open_temp(self, dest: str) -> None:
         directory = os.path.dirname(os.path.abspath(dest))
-        if not os.path.isdir(directory):
-            raise ReportError(
-                f"The directory of the report file {dest} does not exist. Create {directory} "
-                "first, or choose another dest.",
-                dest=dest,
-            )
         try:
             # mkstemp creates the file with mode 0600, so contacts are never readable by others
             # while the report is being written.
@@ -106,6 +102,7 @@ class Sink:
             if unchanged:
                 self.discard()
                 return False
+            _copy_attributes(self.dest, self.temp_path)  # type: ignore[arg-type]
             os.replace(self.temp_path, self.dest)  # type: ignore[arg-type]
             self.temp_path = None
         except OSError as exc:
@@ -124,6 +121,45 @@ class Sink:
         if self.temp_path and os.path.exists(self.temp_path):
             os.unlink(self.temp_path)
         self.temp_path = None
+
+
+def check_destination(dest: str) -> None:
+    """Fail early, in check mode too, when a report could not be written to dest."""
+    directory = os.path.dirname(os.path.abspath(dest))
+    if os.path.isdir(dest):
+        raise ReportError(
+            f"The report path {dest} is a directory. Give the path of a report file, for "
+            f"example {os.path.join(dest, 'report.csv')}.",
+            dest=dest,
+        )
+    if not os.path.isdir(directory):
+        raise ReportError(
+            f"The directory of the report file {dest} does not exist. Create {directory} "
+            "first, or choose another path.",
+            dest=dest,
+        )
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise ReportError(
+            f"The directory {directory} of the report file {dest} is not writable for this "
+            "user. Fix its permissions, run the task as another user, or choose another path.",
+            dest=dest,
+        )
+
+
+def _copy_attributes(dest: str, temp_path: str) -> None:
+    """Give the new file the mode and owner of the file it replaces, like Ansible's file modules.
+
+    A new report keeps the 0600 mode of its temporary file.
+    """
+    try:
+        current = os.stat(dest)
+    except FileNotFoundError:
+        return
+    os.chmod(temp_path, current.st_mode & 0o7777)
+    try:
+        os.chown(temp_path, current.st_uid, current.st_gid)
+    except PermissionError:
+        pass  # Only root can give a file away; the mode is kept either way.
 
 
 def _write_failure(dest: Optional[str], exc: OSError) -> ReportError:

@@ -159,7 +159,8 @@ def convert_row(row: Dict[str, Any], skips: Skips) -> Dict[str, Any]:
             try:
                 row[key] = format_utc(int(value), REPORT_DATE_FORMAT)
             except (TypeError, ValueError, OverflowError, OSError):
-                skips.add(key.split(".")[0], row.get(key.split(".")[0] + ".id"), f"{key} {value!r} is not a Unix time; reported as stored.")
+                table = key.split(".", maxsplit=1)[0]
+                skips.add(table, row.get(table + ".id"), f"{key} {value!r} is not a Unix time; reported as stored.")
 
     has_raw = "certificate.cert_raw" in row
     issue = row.get("certificate.issue_uts", 0)
@@ -337,22 +338,23 @@ def write_nested_accounts(rows: Iterator[Dict[str, Any]], writer: JsonArrayWrite
 
     Rows arrive grouped by account, so one account is held in memory at a time.
     """
-    current: Optional[Dict[str, Any]] = None
+    current: Dict[str, Any] = {}
+    started = False
     current_id: Any = object()
     orders: Dict[Any, Dict[str, Any]] = {}
 
     def flush() -> None:
-        if current is not None:
+        if started:
             writer.add(current)
 
     for row in rows:
         if row.get("account.id") != current_id:
             flush()
+            started = True
             current_id = row.get("account.id")
             current = {key: value for key, value in row.items() if key.startswith("account.")}
             current["orders"] = []
             orders = {}
-        assert current is not None
         for key, value in row.items():
             if key.startswith("account."):
                 current[key] = value

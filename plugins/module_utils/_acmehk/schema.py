@@ -39,6 +39,7 @@ class Schema:
     tables: Dict[str, List[str]]
     dbversion: Optional[str]
     table_names: Dict[str, str] = field(default_factory=dict)
+    location: str = ""
 
     def has(self, table: str, column: str) -> bool:
         """Tell whether a logical table has a column."""
@@ -53,10 +54,11 @@ class Schema:
         missing = [column for column in columns if not self.has(table, column)]
         if missing:
             raise SchemaError(
-                f"Cannot {purpose}: table {table} has no column {', '.join(missing)}. The database "
-                f"(dbversion {self.dbversion or 'unknown'}) is older than acme2certifier 0.11 or "
-                "not an acme2certifier database. Upgrade it with acme2certifier's schema update "
-                "first.",
+                f"Cannot {purpose}: table {table} of {self.location} has no column "
+                f"{', '.join(missing)} (dbversion {self.dbversion or 'unknown'}). The database is "
+                "damaged, from a release before acme2certifier 0.11, or not an acme2certifier "
+                "database. Upgrade it with acme2certifier's schema update, or point database at "
+                "the right file.",
                 table=table,
                 missing_columns=missing,
             )
@@ -98,7 +100,9 @@ def detect(db: Database) -> Schema:
     if missing_tables:
         raise SchemaError(
             f"{db.location} lacks the acme2certifier table(s) {', '.join(missing_tables)}. It is "
-            "damaged, from a release before 0.11, or not an acme2certifier database.",
+            "damaged, from a release before 0.11, or not an acme2certifier database. Point "
+            "database at acme2certifier's acme_srv.db, or upgrade it with acme2certifier's "
+            "schema update.",
             missing_tables=missing_tables,
         )
 
@@ -112,7 +116,7 @@ def detect(db: Database) -> Schema:
         if rows and rows[0][0] is not None:
             dbversion = str(rows[0][0])
 
-    schema = Schema(handler="wsgi", tables=tables, dbversion=dbversion)
+    schema = Schema(handler="wsgi", tables=tables, dbversion=dbversion, location=db.location)
     for table, columns in REQUIRED_COLUMNS.items():
         schema.require(table, columns, f"read the {table} table")
     return schema

@@ -628,7 +628,7 @@ def _authority_key_identifier(extensions: Tuple[Extension, ...]) -> Optional[str
         return None
 
     field = "authority key identifier"
-    sequence, _ = _read_element(value, 0, field)
+    sequence, _end = _read_element(value, 0, field)
     _expect_tag(sequence, _TAG_SEQUENCE, field)
     key_identifier = None
     # keyIdentifier [0], authorityCertIssuer [1] and authorityCertSerialNumber [2],
