@@ -34,7 +34,7 @@ PYTEST_PATHS := $(wildcard tests/unit tests/functional)
 # python3.x command on the PATH that does not work (a pyenv shim).
 COLLECTION_ENV := ANSIBLE_COLLECTIONS_PATH=$(COLLECTIONS_PATH) PYTHONPATH=$(COLLECTIONS_PATH)
 
-.PHONY: help install sanity-tree sanity units pytest smoke-oldest lint test demo clean
+.PHONY: help install sanity-tree sanity units pytest smoke-oldest lint target-python test demo clean
 
 help: ## Show this list of targets
 	@echo 'Targets:'
@@ -85,7 +85,11 @@ else
 endif
 	$(VENV)/bin/antsibull-changelog lint
 
-test: $(INSTALL_STAMP) ## Install if needed, then run pytest, sanity, units, lint and smoke-oldest
+target-python: ## Check statically that plugins/ needs no Python newer than 3.9 (vermin)
+	$(VENV)/bin/vermin --no-tips --violations --target=3.9- plugins/
+
+test: $(INSTALL_STAMP) ## Install if needed, then run all checks and tests
+	$(MAKE) --no-print-directory target-python
 	$(MAKE) --no-print-directory pytest
 	$(MAKE) --no-print-directory sanity
 	$(MAKE) --no-print-directory units

@@ -10,6 +10,7 @@ import errno
 import fcntl
 import os
 import sqlite3
+import stat
 import time
 import urllib.parse
 from typing import Any, Iterator, List, Optional, Sequence, Set, Tuple
@@ -221,29 +222,28 @@ def _check_file(path: str, writable: bool) -> None:
         raise DatabaseError("The database path is empty. Set database to the path of acme_srv.db.")
 
     try:
-        real = os.path.realpath(path, strict=True)  # type: ignore[call-arg]
-    except TypeError:  # Python 3.9 has no strict argument.
-        real = os.path.realpath(path)
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise DatabaseError(
+            f"The database {path} does not exist. Check the database or acme_srv_dir option; "
+            "housekeeping never creates a database.",
+            database=path,
+        ) from None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise DatabaseError(
                 f"The database path {path} is a symbolic link loop. Point database at the real file.",
                 database=path,
             ) from exc
-        real = path
+        raise DatabaseError(f"Cannot read the database path {path}: {exc.strerror}.", database=path) from exc
 
-    if not os.path.exists(real):
-        raise DatabaseError(
-            f"The database {path} does not exist. Check the database or acme_srv_dir option; "
-            "housekeeping never creates a database.",
-            database=path,
-        )
-    if os.path.isdir(real):
+    if stat.S_ISDIR(info.st_mode):
         raise DatabaseError(
             f"The database path {path} is a directory. Give the path of the acme_srv.db file, "
             "or use acme_srv_dir for the installation directory.",
             database=path,
         )
+    real = os.path.realpath(path)
     if not os.access(real, os.R_OK):
         raise DatabaseError(
             f"Permission denied reading the database {path}. Run the task as the user that owns "
