@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Fill an ACME server with the kind of data a real installation contains.
 
 lab.py runs this script inside its loopback-only network namespace against
@@ -207,7 +206,7 @@ def issue_certificate(
     account: LabAccount, names: List[str], challenge_type: str, key_type: str
 ) -> Dict[str, Any]:
     """Issue a certificate and return the record of its order."""
-    order, _ = create_ready_order(account, names, challenge_type, key_type)
+    order, _csr_pem = create_ready_order(account, names, challenge_type, key_type)
 
     # begin_finalization() sends the CSR and returns at once. poll_finalization()
     # would sleep one second before each poll, so the order is polled here.
@@ -341,7 +340,7 @@ def run_pending_order(account: LabAccount) -> Dict[str, Any]:
 def run_ready_order(account: LabAccount) -> Dict[str, Any]:
     """Create an order, answer its challenges and never finalize it."""
     names = ["ready.example.test"]
-    order, _ = create_ready_order(account, names, "dns-01", "ec")
+    order, _csr_pem = create_ready_order(account, names, "dns-01", "ec")
     LOG.info("order %s left ready", url_name(order.uri))
     return {
         "account": account.name,
@@ -353,20 +352,27 @@ def run_ready_order(account: LabAccount) -> Dict[str, Any]:
     }
 
 
+def finalization_error(account: LabAccount, order: messages.OrderResource, csr_pem: bytes) -> str:
+    """Finalize ORDER with CSR_PEM and return the server's error as "type: detail".
+
+    Raises ScenarioError if the server accepts the finalization.
+    """
+    try:
+        account.client.begin_finalization(order.update(csr_pem=csr_pem))
+    except messages.Error as err:
+        return f"{err.typ}: {err.detail}"
+    raise ScenarioError(
+        f"order {url_name(order.uri)}: the server accepted a CSR for a name "
+        "that is not in the order"
+    )
+
+
 def run_failed_finalization(account: LabAccount) -> Dict[str, Any]:
     """Finalize a ready order with a CSR for a name the order does not contain."""
     names = ["mismatch.example.test"]
-    order, _ = create_ready_order(account, names, "http-01", "ec")
+    order, _csr_pem = create_ready_order(account, names, "http-01", "ec")
     wrong_csr = new_csr(["not-in-order.example.test"], "ec")
-    try:
-        account.client.begin_finalization(order.update(csr_pem=wrong_csr))
-    except messages.Error as err:
-        error = f"{err.typ}: {err.detail}"
-    else:
-        raise ScenarioError(
-            f"order {url_name(order.uri)}: the server accepted a CSR for a name "
-            "that is not in the order"
-        )
+    error = finalization_error(account, order, wrong_csr)
     body = fetch_order(account, order)
     LOG.info(
         "order %s finalization rejected (%s); order status %s",

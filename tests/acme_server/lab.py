@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Build a real acme2certifier 0.46.3 SQLite database for tests and demos.
 
 ``build --workdir DIR`` lays out DIR like an acme2certifier installation that
@@ -438,7 +437,7 @@ def isolated_main(options: LabOptions, paths: LabPaths) -> None:
 
 def bring_up_loopback() -> None:
     """Set lo up and raise LabError unless lo is the only interface."""
-    interfaces = sorted(name for _, name in socket.if_nameindex())
+    interfaces = sorted(name for _index, name in socket.if_nameindex())
     if interfaces != ["lo"]:
         raise LabError(
             f"run-isolated stopped: expected only the loopback interface, found {interfaces}. "

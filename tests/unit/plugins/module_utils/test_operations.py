@@ -139,12 +139,12 @@ ORDER_CASES = [
 
 def _add_order_cases(db: AcmeDb) -> Dict[str, int]:
     account = db.add_account()
-    return {label: db.add_order(account, expires, status) for label, status, expires, _ in ORDER_CASES}
+    return {label: db.add_order(account, expires, status) for label, status, expires, _selected in ORDER_CASES}
 
 
 def test_orders_selection(db):
     ids = _add_order_cases(db)
-    expected = {ids[label] for label, _, _, selected in ORDER_CASES if selected}
+    expected = {ids[label] for label, _status, _expires, selected in ORDER_CASES if selected}
     before = {row_id: db.row("orders", row_id) for row_id in ids.values()}
 
     check, real, again = _check_real_again(db, _invalidate(db, ["orders"]))
@@ -166,7 +166,7 @@ def test_orders_selection(db):
 def test_orders_names_listed(db):
     ids = _add_order_cases(db)
     result = engine.run_invalidate(_settings(db), ["orders"], check_mode=True)
-    expected = [db.row("orders", ids[label])["name"] for label, _, _, selected in ORDER_CASES if selected]
+    expected = [db.row("orders", ids[label])["name"] for label, _status, _expires, selected in ORDER_CASES if selected]
     assert result["orders"]["names"] == expected
     assert result["orders"]["names_truncated"] is False
 
@@ -244,12 +244,12 @@ AUTHZ_CASES = [
 
 def _add_authz_cases(db: AcmeDb) -> Dict[str, int]:
     order = db.add_order(db.add_account(), NOW + DAY, "pending")
-    return {label: db.add_authorization(order, expires, status) for label, status, expires, _ in AUTHZ_CASES}
+    return {label: db.add_authorization(order, expires, status) for label, status, expires, _selected in AUTHZ_CASES}
 
 
 def test_authorizations_selection(db):
     ids = _add_authz_cases(db)
-    expected = {ids[label] for label, _, _, selected in AUTHZ_CASES if selected}
+    expected = {ids[label] for label, _status, _expires, selected in AUTHZ_CASES if selected}
     before = {row_id: db.row("authorization", row_id) for row_id in ids.values()}
 
     check, real, again = _check_real_again(db, _invalidate(db, ["authorizations"]))
