@@ -59,9 +59,86 @@ options:
         shorter time; larger batches finish sooner.
     type: int
     default: 500
+  db_handler:
+    description:
+      - The acme2certifier database handler whose tables the database holds.
+      - V(auto) reads C([DBhandler] handler) from C(acme_srv.cfg) to find the database, and
+        otherwise tells the handlers apart by their tables (C(orders) for V(wsgi),
+        C(acme_srv_order) for V(django)).
+    type: str
+    choices: [auto, wsgi, django]
+    default: auto
+  db_engine:
+    description:
+      - The database server of a Django installation. V(sqlite) uses O(database) as the path.
+      - When unset, the engine comes from O(database) (SQLite), or for the Django handler from
+        C(DATABASES) in the Django settings file found below O(acme_srv_dir).
+    type: str
+    choices: [sqlite, postgresql, mysql]
+  db_host:
+    description:
+      - Host name, IP address or Unix socket directory of the PostgreSQL or MariaDB/MySQL server.
+    type: str
+    aliases: [login_host]
+  db_port:
+    description:
+      - TCP port of the database server. Defaults to the driver's default (5432 or 3306).
+    type: int
+    aliases: [login_port]
+  db_name:
+    description:
+      - Name of the database that holds acme2certifier's C(acme_srv_*) tables.
+    type: str
+    aliases: [login_db]
+  db_user:
+    description:
+      - User to connect as. Check mode needs only C(SELECT) rights; changing runs need
+        C(UPDATE) and C(DELETE) on the C(acme_srv_*) tables.
+    type: str
+    aliases: [login_user]
+  db_password:
+    description:
+      - Password of O(db_user). It never appears in results, logs or messages.
+    type: str
+    aliases: [login_password]
+  connect_timeout:
+    description:
+      - Seconds to wait for the database server to accept the connection.
+    type: float
+    default: 30.0
+  ssl_mode:
+    description:
+      - TLS mode of a PostgreSQL connection, as libpq names it.
+    type: str
+    choices: [disable, allow, prefer, require, verify-ca, verify-full]
+  ca_cert:
+    description:
+      - CA certificate file that verifies the database server's TLS certificate.
+    type: path
+    aliases: [ssl_rootcert]
+  client_cert:
+    description:
+      - Client certificate file for TLS client authentication.
+    type: path
+    aliases: [ssl_cert]
+  client_key:
+    description:
+      - Private key file of O(client_cert).
+    type: path
+    aliases: [ssl_key]
+  django_settings:
+    description:
+      - Path of the Django settings file whose C(DATABASES) names the database. By default
+        the module looks below O(acme_srv_dir) (C(acme2certifier/settings.py),
+        C(django_project/settings.py), C(volume/settings.py)).
+      - The file is read as text and C(DATABASES) must be a literal; the file is never run.
+    type: path
+requirements:
+  - For PostgreSQL, C(psycopg) 3 or C(psycopg2) on the target.
+  - For MariaDB or MySQL, C(PyMySQL) or C(mysqlclient) on the target.
 notes:
-  - Only the acme2certifier C(wsgi) database handler on SQLite is supported by this release.
-  - The modules need only the Python standard library on the target.
+  - SQLite databases, of the wsgi or the Django handler, need only the Python standard library on
+    the target.
 seealso:
   - name: acme2certifier housekeeping
     description: The upstream housekeeping class whose rules these modules follow.

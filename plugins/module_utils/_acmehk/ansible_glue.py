@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict
 
+from ansible.module_utils.basic import missing_required_lib
+
+from .db_server import MissingDriver
 from .engine import Settings
 from .errors import HousekeepingError
 
@@ -21,6 +24,19 @@ def common_argument_spec() -> Dict[str, Any]:
         grace_period=dict(type="raw", default=0),
         busy_timeout=dict(type="float", default=10.0),
         batch_size=dict(type="int", default=500),
+        db_handler=dict(type="str", default="auto", choices=["auto", "wsgi", "django"]),
+        db_engine=dict(type="str", choices=["sqlite", "postgresql", "mysql"]),
+        db_host=dict(type="str", aliases=["login_host"]),
+        db_port=dict(type="int", aliases=["login_port"]),
+        db_name=dict(type="str", aliases=["login_db"]),
+        db_user=dict(type="str", aliases=["login_user"]),
+        db_password=dict(type="str", no_log=True, aliases=["login_password"]),
+        connect_timeout=dict(type="float", default=30.0),
+        ssl_mode=dict(type="str", choices=["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]),
+        ca_cert=dict(type="path", aliases=["ssl_rootcert"]),
+        client_cert=dict(type="path", aliases=["ssl_cert"]),
+        client_key=dict(type="path", aliases=["ssl_key"], no_log=False),
+        django_settings=dict(type="path"),
     )
 
 
@@ -33,6 +49,9 @@ def run(module: Any, action: Callable[[], Dict[str, Any]]) -> None:
     """Run one engine action and exit the module with its result or a single clear failure."""
     try:
         result = action()
+    except MissingDriver as exc:
+        module.fail_json(msg=missing_required_lib(exc.library), exception=exc.msg)
+        return
     except HousekeepingError as exc:
         module.fail_json(msg=exc.msg, **_safe_details(exc.details))
         return

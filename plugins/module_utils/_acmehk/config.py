@@ -5,10 +5,11 @@
 
 from __future__ import annotations
 
+import ast
 import configparser
 import os
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 from .errors import ConfigError
 
@@ -109,6 +110,7 @@ def locate(
     database: Optional[str] = None,
     acme_srv_dir: Optional[str] = None,
     config: Optional[str] = None,
+    need_database: bool = True,
 ) -> Installation:
     """Resolve the database path from the options, the way acme2certifier finds it."""
     if not (database or acme_srv_dir or config):
@@ -135,8 +137,8 @@ def locate(
     settings = read_config(config_path) if config_path else _new_parser()
     installation = Installation(database="", config_path=config_path, settings=settings)
 
-    if database:
-        installation.database = database
+    if database or not need_database:
+        installation.database = database or ""
         return installation
 
     dbfile = installation.option("DBhandler", "dbfile")
@@ -170,3 +172,93 @@ def locate(
         + ". Give the path with the database option.",
         searched=searched,
     )
+
+
+# Places of the Django settings module below an installation root: the classic Django layout,
+# the layout of the PyPI package, and the Docker volume.
+_DJANGO_SETTINGS_CANDIDATES = (
+    os.path.join("acme2certifier", "settings.py"),
+    os.path.join("django_project", "settings.py"),
+    os.path.join("acme2certifier", "django_project", "settings.py"),
+    os.path.join("volume", "settings.py"),
+    "settings.py",
+)
+
+_DJANGO_ENGINES = {
+    "django.db.backends.postgresql": "postgresql",
+    "django.db.backends.postgresql_psycopg2": "postgresql",
+    "django.db.backends.mysql": "mysql",
+    "django.db.backends.sqlite3": "sqlite",
+}
+
+
+def configured_handler(installation: Installation) -> Optional[str]:
+    """Return the database handler that acme_srv.cfg selects, or None when it does not say."""
+    for option in ("handler", "handler_module"):
+        value = (installation.option("DBhandler", option) or "").strip().lower()
+        if "django" in value:
+            return "django"
+        if "wsgi" in value:
+            return "wsgi"
+    return None
+
+
+def find_django_settings(acme_srv_dir: Optional[str], config_path: Optional[str]) -> Optional[str]:
+    """Return the path of the Django settings module of an installation, if one exists."""
+    if not (acme_srv_dir or config_path):
+        return None
+    root = installation_root(acme_srv_dir, config_path)
+    return _first_existing(root, _DJANGO_SETTINGS_CANDIDATES)
+
+
+def read_django_databases(path: str) -> Dict[str, Any]:
+    """Read DATABASES['default'] from a Django settings file as a literal, without running it."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            tree = ast.parse(handle.read(), filename=path)
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ConfigError(
+            f"Cannot read the Django settings {path}: {exc}. Give the connection with db_engine, "
+            "db_host, db_name, db_user and db_password instead.",
+            settings=path,
+        ) from exc
+
+    value_node = None
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else []
+        if any(isinstance(target, ast.Name) and target.id == "DATABASES" for target in targets):
+            value_node = node.value
+    if value_node is None:
+        raise ConfigError(
+            f"The Django settings {path} do not assign DATABASES. Give the connection with "
+            "db_engine, db_host, db_name, db_user and db_password instead.",
+            settings=path,
+        )
+    try:
+        databases = ast.literal_eval(value_node)
+    except ValueError:
+        raise ConfigError(
+            f"DATABASES in {path} (line {value_node.lineno}) is not a literal: it computes values, "
+            "for example from environment variables, and the module does not run the file. Give "
+            "the connection with db_engine, db_host, db_name, db_user and db_password instead.",
+            settings=path,
+        ) from None
+    default = databases.get("default") if isinstance(databases, dict) else None
+    if not isinstance(default, dict):
+        raise ConfigError(
+            f"DATABASES in {path} has no 'default' entry. Give the connection with db_engine, "
+            "db_host, db_name, db_user and db_password instead.",
+            settings=path,
+        )
+    engine = _DJANGO_ENGINES.get(str(default.get("ENGINE", "")))
+    if engine is None:
+        raise ConfigError(
+            f"The Django database engine {default.get('ENGINE')!r} in {path} is not supported. "
+            "Supported: PostgreSQL, MySQL/MariaDB and SQLite.",
+            settings=path,
+        )
+    result = dict(default)
+    result["engine"] = engine
+    if engine == "sqlite" and result.get("NAME") and not os.path.isabs(str(result["NAME"])):
+        result["NAME"] = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(path))), str(result["NAME"]))
+    return result

@@ -22,11 +22,22 @@ Statement = Tuple[str, Sequence[Any]]
 
 
 class Database:
-    """What the engine needs from a backend: short reads, batched writes, table metadata."""
+    """What the engine needs from a backend: short reads, batched writes, table metadata.
 
-    handler = "wsgi"
+    Statements use ``?`` placeholders; backends whose driver expects ``%s`` convert them.
+    """
+
     engine = "sqlite"
     location = ""
+    # SQLite stores any type in any column, so only there can an integer column hold text.
+    dynamic_types = True
+
+    def quote(self, name: str) -> str:
+        """Quote an identifier such as the table name authorization, a keyword in SQL."""
+        return '"' + name.replace('"', '""') + '"'
+
+    def run_lock(self) -> Any:
+        raise NotImplementedError
 
     def tables(self) -> Set[str]:
         raise NotImplementedError

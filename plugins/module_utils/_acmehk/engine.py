@@ -11,14 +11,22 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from . import operations as ops
 from . import reports
-from .config import DEFAULT_NONCE_VALIDITY, Installation, locate
-from .db import SQLiteDatabase
-from .errors import OptionError
+from .config import (
+    DEFAULT_NONCE_VALIDITY,
+    Installation,
+    configured_handler,
+    find_django_settings,
+    locate,
+    read_django_databases,
+)
+from .db import Database, SQLiteDatabase
+from .db_server import ServerSettings, open_server
+from .errors import ConfigError, OptionError
 from .output import Sink, check_destination
 from .schema import KNOWN_DBVERSION, detect
 from .timeutil import format_utc, parse_duration, parse_now
@@ -37,6 +45,19 @@ class Settings:
     grace_period: Any = 0
     busy_timeout: float = 10.0
     batch_size: int = 500
+    db_handler: str = "auto"
+    db_engine: Optional[str] = None
+    db_host: Optional[str] = None
+    db_port: Optional[int] = None
+    db_name: Optional[str] = None
+    db_user: Optional[str] = None
+    db_password: Optional[str] = field(default=None, repr=False)
+    connect_timeout: float = 30.0
+    ssl_mode: Optional[str] = None
+    ca_cert: Optional[str] = None
+    client_cert: Optional[str] = None
+    client_key: Optional[str] = None
+    django_settings: Optional[str] = None
 
     @classmethod
     def from_params(cls, params: Dict[str, Any]) -> "Settings":
@@ -48,6 +69,19 @@ class Settings:
             grace_period=params.get("grace_period"),
             busy_timeout=_default(params.get("busy_timeout"), 10.0),
             batch_size=_default(params.get("batch_size"), 500),
+            db_handler=_default(params.get("db_handler"), "auto"),
+            db_engine=params.get("db_engine"),
+            db_host=params.get("db_host"),
+            db_port=params.get("db_port"),
+            db_name=params.get("db_name"),
+            db_user=params.get("db_user"),
+            db_password=params.get("db_password"),
+            connect_timeout=_default(params.get("connect_timeout"), 30.0),
+            ssl_mode=params.get("ssl_mode"),
+            ca_cert=params.get("ca_cert"),
+            client_cert=params.get("client_cert"),
+            client_key=params.get("client_key"),
+            django_settings=params.get("django_settings"),
         )
         settings.validate()
         return settings
@@ -98,18 +132,90 @@ def resolve_times(settings: Settings, clock: Callable[[], float] = time.time) ->
 @contextlib.contextmanager
 def open_database(settings: Settings, writable: bool) -> Iterator[tuple]:
     """Open the database of the configured installation and detect its schema."""
-    installation = locate(settings.database, settings.acme_srv_dir, settings.config)
-    db = SQLiteDatabase(installation.database, settings.busy_timeout, writable=writable)
+    installation, server = resolve_target(settings)
+    if server is not None:
+        db: Database = open_server(server, settings.busy_timeout, writable)
+    else:
+        db = SQLiteDatabase(installation.database, settings.busy_timeout, writable=writable)
     try:
-        schema = detect(db)
+        schema = detect(db, settings.db_handler)
         yield installation, db, schema
     finally:
         db.close()
 
 
+def resolve_target(settings: Settings) -> Tuple[Installation, Optional[ServerSettings]]:
+    """Decide which database to open: an SQLite file, or a PostgreSQL or MariaDB/MySQL server.
+
+    Explicit options win; otherwise acme_srv.cfg chooses the handler, and for the Django
+    handler the DATABASES setting of the Django settings file names the database.
+    """
+    if settings.db_engine in ("postgresql", "mysql"):
+        installation = _optional_installation(settings)
+        return installation, _server_settings(settings, settings.db_engine, {})
+
+    if settings.database or settings.db_engine == "sqlite" and not (settings.acme_srv_dir or settings.config):
+        return locate(settings.database, settings.acme_srv_dir, settings.config), None
+
+    installation = _optional_installation(settings)
+    handler = settings.db_handler if settings.db_handler != "auto" else configured_handler(installation)
+    if handler == "django":
+        path = settings.django_settings or find_django_settings(settings.acme_srv_dir, installation.config_path)
+        if path is None:
+            raise ConfigError(
+                "acme_srv.cfg selects the Django handler, but no Django settings file was found "
+                "below the installation. Give django_settings, or the connection with db_engine, "
+                "db_host, db_name, db_user and db_password."
+            )
+        database = read_django_databases(path)
+        if database["engine"] == "sqlite":
+            installation.database = str(database.get("NAME") or "")
+            installation.database_source = f"DATABASES in {path}"
+            return installation, None
+        installation.database_source = f"DATABASES in {path}"
+        return installation, _server_settings(settings, database["engine"], database)
+
+    return locate(settings.database, settings.acme_srv_dir, settings.config), None
+
+
+def _optional_installation(settings: Settings) -> Installation:
+    """Read acme_srv.cfg when the options name an installation, else return an empty one."""
+    if settings.acme_srv_dir or settings.config:
+        try:
+            return locate(None, settings.acme_srv_dir, settings.config, need_database=False)
+        except ConfigError:
+            raise
+    return Installation(database="")
+
+
+def _server_settings(settings: Settings, engine: str, django: Dict[str, Any]) -> ServerSettings:
+    """Combine the connection options with the values of Django's DATABASES; options win."""
+    port = settings.db_port if settings.db_port is not None else django.get("PORT") or None
+    try:
+        port = int(port) if port not in (None, "") else None
+    except (TypeError, ValueError):
+        raise OptionError(f"Invalid database port {port!r}. Give a whole number, for example 5432.") from None
+    server = ServerSettings(
+        engine=engine,
+        host=settings.db_host or django.get("HOST") or None,
+        port=port,
+        name=settings.db_name or django.get("NAME") or None,
+        user=settings.db_user or django.get("USER") or None,
+        password=settings.db_password if settings.db_password is not None else django.get("PASSWORD"),
+        connect_timeout=settings.connect_timeout,
+        ssl_mode=settings.ssl_mode,
+        ca_cert=settings.ca_cert,
+        client_cert=settings.client_cert,
+        client_key=settings.client_key,
+    )
+    if not server.name:
+        raise OptionError(f"No database name for {engine}. Set db_name to the database that holds acme2certifier's tables.")
+    return server
+
+
 def _base_result(installation: Installation, schema: Any, times: Optional[Times]) -> Dict[str, Any]:
     result: Dict[str, Any] = {
-        "database": installation.database,
+        "database": installation.database or schema.location,
         "dbversion": schema.dbversion,
         "handler": schema.handler,
     }
@@ -378,8 +484,13 @@ def run_cleanup(
         return result
 
 
-def _backup(db: SQLiteDatabase, database: str) -> str:
+def _backup(db: Database, database: str) -> str:
     """Copy the database next to itself before the first destructive change."""
+    if not isinstance(db, SQLiteDatabase):
+        raise OptionError(
+            f"backup=true copies SQLite files only; the {db.location} needs the server's own "
+            "tools (pg_dump, mariadb-dump). Make a backup with them and drop backup."
+        )
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     path = f"{database}.{stamp}.{os.getpid()}.bak"
     old_umask = os.umask(0o077)

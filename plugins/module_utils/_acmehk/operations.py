@@ -12,6 +12,7 @@ between planning and writing is left alone instead of being changed twice.
 from __future__ import annotations
 
 import array
+import datetime
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -101,8 +102,10 @@ def _in_list(count: int) -> str:
 
 
 def _status_id(ctx: Context, name: str, purpose: str) -> int:
-    """Look up a status id by name the way acme2certifier does (LIKE, first row)."""
-    rows = ctx.db.fetch(f"SELECT id FROM {ctx.schema.name('status')} WHERE name LIKE ?", [name])
+    """Look up a status id by name the way each acme2certifier handler does."""
+    # The wsgi handler matches with LIKE and takes the first row; Django matches exactly.
+    operator = "LIKE" if ctx.schema.handler == "wsgi" else "="
+    rows = ctx.db.fetch(f"SELECT id FROM {ctx.schema.name('status')} WHERE name {operator} ? ORDER BY id", [name])
     if not rows:
         raise SchemaError(
             f"Cannot {purpose}: the status table has no row named '{name}'. acme2certifier "
@@ -114,6 +117,8 @@ def _status_id(ctx: Context, name: str, purpose: str) -> int:
 
 def _text_in_number_column(ctx: Context, plan: Plan, table: str, column: str) -> None:
     """Report rows whose date column contains text, which no selection rule can compare."""
+    if not ctx.db.dynamic_types:
+        return
     quoted = ctx.schema.name(table)
     sql = (
         f"SELECT id, name, {column} FROM {quoted} WHERE typeof({column}) IN ('text', 'blob') "
@@ -180,9 +185,11 @@ def apply_orders(ctx: Context, plan: Plan) -> int:
 
 # acme2certifier 0.46.3 moves authorizations to 'expired' (not 'invalid') whatever their
 # status, skips expires = 0, and never touches rows with NULL expires or an unknown status id.
-_AUTHZ_WHERE = (
-    "status.name NOT LIKE 'expired' AND authz.expires <= ? AND authz.expires != 0"
-)
+# The wsgi handler compares the status name with LIKE, the Django handler with equality.
+def _authz_status_test(ctx: Context, column: str) -> str:
+    if ctx.schema.handler == "wsgi":
+        return f"{column} NOT LIKE 'expired'"
+    return f"{column} != 'expired'"
 
 
 def plan_authorizations(ctx: Context) -> Plan:
@@ -192,7 +199,8 @@ def plan_authorizations(ctx: Context) -> Plan:
     sql = (
         f"SELECT authz.id, authz.name FROM {authz} AS authz "
         f"JOIN {status} AS status ON status.id = authz.status_id "
-        f"WHERE {_AUTHZ_WHERE} AND authz.id > ? ORDER BY authz.id LIMIT ?"
+        f"WHERE {_authz_status_test(ctx, 'status.name')} AND authz.expires <= ? AND authz.expires != 0 "
+        "AND authz.id > ? ORDER BY authz.id LIMIT ?"
     )
     for rows in ctx.db.pages(sql, [ctx.cutoff], ctx.batch_size):
         for row_id, name in rows:
@@ -214,7 +222,7 @@ def apply_authorizations(ctx: Context, plan: Plan) -> int:
             sql = (
                 f"UPDATE {authz} SET status_id = ? WHERE id IN ({_in_list(len(part))}) "
                 "AND expires <= ? AND expires != 0 AND status_id IN "
-                f"(SELECT id FROM {status} WHERE name NOT LIKE 'expired')"
+                f"(SELECT id FROM {status} WHERE {_authz_status_test(ctx, 'name')})"
             )
             statements.append((sql, [expired, *part, ctx.cutoff]))
         affected += ctx.db.write(statements)
@@ -223,9 +231,23 @@ def apply_authorizations(ctx: Context, plan: Plan) -> int:
 
 # Nonces -----------------------------------------------------------------------------------
 
-# The wsgi handler of acme2certifier 0.46.3 deletes nonces created strictly before
-# cutoff - validity, reading created_at with SQLite's strftime('%s').
-_NONCE_WHERE = "CAST(strftime('%s', created_at) AS INTEGER) < ?"
+def _nonce_test(ctx: Context, validity: int) -> Tuple[str, Any]:
+    """Return the nonce predicate of the database's handler and its threshold parameter.
+
+    acme2certifier 0.46.3's wsgi handler deletes nonces created strictly before
+    cutoff - validity, reading created_at with SQLite's strftime('%s'). Its Django handler
+    deletes those created at or before that time, comparing datetimes.
+    """
+    threshold = ctx.cutoff - validity
+    if ctx.schema.handler == "wsgi":
+        return "CAST(strftime('%s', created_at) AS INTEGER) < ?", threshold
+    moment = datetime.datetime.fromtimestamp(threshold, tz=datetime.timezone.utc)
+    if ctx.db.engine == "sqlite":
+        # Django stores datetimes on SQLite as naive UTC text that sorts like the time.
+        return "created_at <= ?", moment.strftime("%Y-%m-%d %H:%M:%S")
+    if ctx.db.engine == "mysql":
+        return "created_at <= ?", moment.replace(tzinfo=None)
+    return "created_at <= ?", moment
 
 
 def plan_nonces(ctx: Context, validity: int) -> Plan:
@@ -237,11 +259,12 @@ def plan_nonces(ctx: Context, validity: int) -> Plan:
             "treats as 'nonces never expire'."
         )
         return plan
+    test, threshold = _nonce_test(ctx, validity)
     sql = (
-        f"SELECT id, nonce FROM {ctx.schema.name('nonce')} WHERE {_NONCE_WHERE} "
+        f"SELECT id, nonce FROM {ctx.schema.name('nonce')} WHERE {test} "
         "AND id > ? ORDER BY id LIMIT ?"
     )
-    for rows in ctx.db.pages(sql, [ctx.cutoff - validity], ctx.batch_size):
+    for rows in ctx.db.pages(sql, [threshold], ctx.batch_size):
         for row_id, nonce in rows:
             plan.add(row_id, nonce)
     return plan
@@ -251,11 +274,12 @@ def apply_nonces(ctx: Context, plan: Plan, validity: int) -> int:
     """Delete the selected nonces in batches."""
     affected = 0
     nonce = ctx.schema.name("nonce")
+    test, threshold = _nonce_test(ctx, validity)
     for batch in chunks(plan.ids, ctx.batch_size):
         statements = [
             (
-                f"DELETE FROM {nonce} WHERE id IN ({_in_list(len(part))}) AND {_NONCE_WHERE}",
-                [*part, ctx.cutoff - validity],
+                f"DELETE FROM {nonce} WHERE id IN ({_in_list(len(part))}) AND {test}",
+                [*part, threshold],
             )
             for part in chunks(batch, IN_LIST_LIMIT)
         ]
@@ -333,16 +357,24 @@ def _dates_fill(cert: Any, cert_raw: Any) -> Tuple[Optional[DatesFill], Optional
     return fill, None
 
 
+def _certificate_joins(ctx: Context) -> str:
+    """Join certificates to their order (and account) like the database's handler does.
+
+    Certificates whose order (or, with the wsgi handler, account) is missing are never
+    selected for cleanup or the dates back-fill by acme2certifier.
+    """
+    orders = ctx.schema.name("orders")
+    joins = f"JOIN {orders} AS orders ON orders.id = certificate.order_id "
+    if ctx.schema.handler == "wsgi":
+        joins += f"JOIN {ctx.schema.name('account')} AS account ON account.id = orders.account_id "
+    return joins
+
+
 def _dates_select(ctx: Context) -> str:
     certificate = ctx.schema.name("certificate")
-    orders, account = ctx.schema.name("orders"), ctx.schema.name("account")
-    # The INNER JOINs match acme2certifier: certificates without an order or account are
-    # never back-filled.
     return (
         "SELECT certificate.id, certificate.name, certificate.cert, certificate.cert_raw "
-        f"FROM {certificate} AS certificate "
-        f"JOIN {orders} AS orders ON orders.id = certificate.order_id "
-        f"JOIN {account} AS account ON account.id = orders.account_id "
+        f"FROM {certificate} AS certificate {_certificate_joins(ctx)}"
         "WHERE certificate.issue_uts = 0 AND certificate.expire_uts = 0 "
         "AND certificate.id > ? ORDER BY certificate.id LIMIT ?"
     )
@@ -410,13 +442,10 @@ def plan_certificates(ctx: Context, purge: bool, with_dates_fill: bool) -> Plan:
     schema = ctx.schema
     schema.require("certificate", ["expire_uts", "issue_uts"], "clean up certificates")
     certificate = schema.name("certificate")
-    orders, account = schema.name("orders"), schema.name("account")
     sql = (
         "SELECT certificate.id, certificate.name, certificate.expire_uts, certificate.issue_uts, "
         "certificate.cert, certificate.cert_raw, certificate.csr, certificate.created_at "
-        f"FROM {certificate} AS certificate "
-        f"JOIN {orders} AS orders ON orders.id = certificate.order_id "
-        f"JOIN {account} AS account ON account.id = orders.account_id "
+        f"FROM {certificate} AS certificate {_certificate_joins(ctx)}"
         "WHERE certificate.expire_uts <= ? AND certificate.id > ? ORDER BY certificate.id LIMIT ?"
     )
     for rows in ctx.db.pages(sql, [ctx.cutoff], ctx.batch_size):
@@ -490,7 +519,7 @@ def apply_certificates(ctx: Context, plan: Plan, purge: bool) -> int:
     marker = cleanup_marker(ctx.cutoff)
     sql = (
         f"UPDATE {certificate} SET cert = ?, issue_uts = ?, expire_uts = ? WHERE id = ? "
-        "AND (cert IS NULL OR instr(lower(cert), 'removed by') = 0)"
+        "AND (cert IS NULL OR LOWER(cert) NOT LIKE '%removed by%')"
     )
     rows = list(zip(plan.ids, plan.values))
     for batch in chunks(rows, ctx.batch_size):

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import datetime
 import sqlite3
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -50,6 +51,15 @@ ACCOUNT_FIELDS: Tuple[Tuple[str, str, str], ...] = (
     ("challenge.created_at", "challenge", "created_at"),
     ("challenge.status.id", "challenge", "status_id"),
     ("challenge.status.name", "challenge_status", "name"),
+)
+
+# The Django handler lists contact before eab_kid and adds the authorization's status_id.
+DJANGO_ACCOUNT_FIELDS: Tuple[Tuple[str, str, str], ...] = (
+    ACCOUNT_FIELDS[:2]
+    + (ACCOUNT_FIELDS[3], ACCOUNT_FIELDS[2])
+    + ACCOUNT_FIELDS[4:22]
+    + (("authorization.status_id", "authz", "status_id"),)
+    + ACCOUNT_FIELDS[22:]
 )
 
 CERTIFICATE_FIELDS: Tuple[Tuple[str, str, str], ...] = (
@@ -151,8 +161,26 @@ class Skips:
             self.items.append({"table": table, "id": row_id, "reason": reason})
 
 
-def convert_row(row: Dict[str, Any], skips: Skips) -> Dict[str, Any]:
+def django_datetime(value: Any) -> Any:
+    """Render a Django datetime column as Django returns it: an aware UTC datetime."""
+    if isinstance(value, str):
+        try:
+            value = datetime.datetime.fromisoformat(value.strip())
+        except ValueError:
+            return value
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is None:
+            return value.replace(tzinfo=datetime.timezone.utc)
+        return value.astimezone(datetime.timezone.utc)
+    return value
+
+
+def convert_row(row: Dict[str, Any], skips: Skips, django: bool = False) -> Dict[str, Any]:
     """Apply acme2certifier's report conversions: readable expiry dates, certificate dates, serial."""
+    if django:
+        for key in row:
+            if key.endswith(".created_at"):
+                row[key] = django_datetime(row[key])
     for key in EXPIRES_KEYS:
         value = row.get(key)
         if key in row and value:
@@ -199,6 +227,10 @@ def _is_number(value: Any) -> bool:
 # Certificate report -----------------------------------------------------------------------
 
 
+def _is_django(ctx: Context) -> bool:
+    return ctx.schema.handler == "django"
+
+
 def certificate_report_columns(ctx: Context) -> List[str]:
     """Return the CSV header: the stored fields plus serial and the two readable dates."""
     columns = [key for key, _alias, _column in available_fields(ctx, CERTIFICATE_FIELDS)]
@@ -217,20 +249,28 @@ def certificate_report_rows(ctx: Context, skips: Skips) -> Iterator[Dict[str, An
         f"JOIN {schema.name('orders')} AS orders ON orders.id = certificate.order_id "
         f"JOIN {schema.name('account')} AS account ON account.id = orders.account_id "
         f"LEFT JOIN {schema.name('status')} AS order_status ON order_status.id = orders.status_id "
-        "WHERE certificate.cert_raw IS NOT NULL AND certificate.id > ? ORDER BY certificate.id LIMIT ?"
+        "WHERE certificate.cert_raw IS NOT NULL "
+        # The Django handler also leaves out an empty cert_raw.
+        + ("AND certificate.cert_raw != '' " if _is_django(ctx) else "")
+        + "AND certificate.id > ? ORDER BY certificate.id LIMIT ?"
     )
     keys = [key for key, _alias, _column in fields]
+    django = _is_django(ctx)
     for rows in ctx.db.pages(sql, [], ctx.batch_size):
         for row in rows:
-            yield convert_row(dict(zip(keys, row[1:])), skips)
+            yield convert_row(dict(zip(keys, row[1:])), skips, django)
 
 
 # Account report ---------------------------------------------------------------------------
 
 
+def _account_fields(ctx: Context) -> List[Tuple[str, str, str]]:
+    return available_fields(ctx, DJANGO_ACCOUNT_FIELDS if _is_django(ctx) else ACCOUNT_FIELDS)
+
+
 def account_report_columns(ctx: Context) -> List[str]:
-    """Return the CSV header of the account report for this schema."""
-    return [key for key, _alias, _column in available_fields(ctx, ACCOUNT_FIELDS)]
+    """Return the CSV header of the account report for this schema and handler."""
+    return [key for key, _alias, _column in _account_fields(ctx)]
 
 
 def _account_keys(ctx: Context) -> Iterator[List[Tuple[Any, Any, Any, Any]]]:
@@ -256,9 +296,11 @@ def _account_keys(ctx: Context) -> Iterator[List[Tuple[Any, Any, Any, Any]]]:
             ("account", "account", "NULL"),
         )
         for temp_table, table, parent in sources:
+            # SQLite lets any value into an id column; only integer ids can be paged and sorted.
+            integer_only = "typeof(id) = 'integer' AND " if ctx.db.dynamic_types else ""
             sql = (
-                f"SELECT id, {parent} FROM {ctx.schema.name(table)} WHERE typeof(id) = 'integer' "
-                "AND id > ? ORDER BY id LIMIT ?"
+                f"SELECT id, {parent} FROM {ctx.schema.name(table)} WHERE {integer_only}"
+                "id > ? ORDER BY id LIMIT ?"
             )
             for rows in ctx.db.pages(sql, [], ctx.batch_size):
                 temp.executemany(f"INSERT OR IGNORE INTO {temp_table} VALUES (?, ?)", rows)
@@ -312,8 +354,9 @@ def account_report_rows(ctx: Context, skips: Skips) -> Iterator[Dict[str, Any]]:
 
     Accounts, orders and authorizations without children are listed with empty child fields.
     """
-    fields = available_fields(ctx, ACCOUNT_FIELDS)
+    fields = _account_fields(ctx)
     keys = [key for key, _alias, _column in fields]
+    django = _is_django(ctx)
     for key_rows in _account_keys(ctx):
         accounts = _fetch_by_id(ctx, "account", "account", None, fields, sorted({r[0] for r in key_rows}))
         orders = _fetch_by_id(ctx, "orders", "orders", "order_status", fields,
@@ -330,7 +373,7 @@ def account_report_rows(ctx: Context, skips: Skips) -> Iterator[Dict[str, Any]]:
             for source, row_id in ((orders, order_id), (authzs, authz_id), (challenges, challenge_id)):
                 if row_id is not None and row_id in source:
                     row.update(source[row_id])
-            yield convert_row(row, skips)
+            yield convert_row(row, skips, django)
 
 
 def write_nested_accounts(rows: Iterator[Dict[str, Any]], writer: JsonArrayWriter) -> None:
@@ -447,7 +490,7 @@ def plan_report_rows(ctx: Context, plan: Plan, target: str, skips: Skips) -> Tup
                 if target == "certificates":
                     yield record
                 else:
-                    yield convert_row(record, skips)
+                    yield convert_row(record, skips, _is_django(ctx))
 
     return keys, rows()
 

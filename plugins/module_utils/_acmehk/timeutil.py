@@ -123,6 +123,8 @@ def parse_db_datetime(value: Any) -> Optional[int]:
     acme2certifier 0.46.3 reads the wall-clock part and ignores any offset, so this does too.
     """
     if isinstance(value, datetime.datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(datetime.timezone.utc)
         return calendar.timegm(value.timetuple())
     if not isinstance(value, str):
         return None
