@@ -5,6 +5,8 @@
 
 Plain pytest is enough: when ``ansible_collections.acmeops.housekeeping`` is not importable
 (no ansible-test, no pytest-ansible), a symlink tree under build/ makes it importable.
+ansible-test units also loads this file, from its copy of the collection under
+build/ansible-test/ansible_collections/acmeops/housekeeping.
 """
 
 from __future__ import annotations
@@ -23,12 +25,33 @@ from typing import Any, Dict, Optional
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-COLLECTIONS = REPO / "build" / "collections"
-SHARED = Path(os.environ.get("ACMEOPS_SHARED_DIR", REPO.parent / "shared"))
-EXAMPLE_DB = SHARED / "data" / "acme_srv.db.example"
+# ansible-test runs the unit tests in a copy of the collection at .../ansible_collections/acmeops/housekeeping,
+# which is already inside a collections path. A checkout anywhere else gets a symlink tree under build/.
+IN_COLLECTIONS_PATH = REPO.parent.parent.name == "ansible_collections"
+COLLECTIONS = REPO.parents[2] if IN_COLLECTIONS_PATH else REPO / "build" / "collections"
+EXAMPLE_DB_NAME = Path("data") / "acme_srv.db.example"
 
 
-def _ensure_collection_importable() -> None:
+def _find_shared_dir() -> Path:
+    """Return ACMEOPS_SHARED_DIR, else the nearest shared/ beside REPO or one of its parents.
+
+    The parents matter under ansible-test, whose copy of the collection lies in
+    build/ansible-test*/ansible_collections/acmeops/housekeeping inside the repository.
+    """
+    if "ACMEOPS_SHARED_DIR" in os.environ:
+        return Path(os.environ["ACMEOPS_SHARED_DIR"])
+    for parent in REPO.parents:
+        if (parent / "shared" / EXAMPLE_DB_NAME).is_file():
+            return parent / "shared"
+    return REPO.parent / "shared"
+
+
+SHARED = _find_shared_dir()
+EXAMPLE_DB = SHARED / EXAMPLE_DB_NAME
+
+
+def _link_collection() -> None:
+    """Create build/collections/ansible_collections/acmeops/housekeeping, a symlink to REPO."""
     link = COLLECTIONS / "ansible_collections" / "acmeops" / "housekeeping"
     if not link.exists():
         link.parent.mkdir(parents=True, exist_ok=True)
@@ -36,6 +59,11 @@ def _ensure_collection_importable() -> None:
             link.symlink_to(REPO, target_is_directory=True)
         except FileExistsError:
             pass
+
+
+def _ensure_collection_importable() -> None:
+    if not IN_COLLECTIONS_PATH:
+        _link_collection()
     try:
         import ansible_collections.acmeops.housekeeping  # noqa: F401
     except ImportError:
@@ -44,12 +72,20 @@ def _ensure_collection_importable() -> None:
 
 _ensure_collection_importable()
 
+from ansible_collections.acmeops.housekeeping.tests.unit.plugins.module_utils import acme_testdb  # noqa: E402
+
+# The functional tests import database_snapshot from here. It lives in acme_testdb so that
+# the unit tests can import it by its collection path, which also works under ansible-test.
+database_snapshot = acme_testdb.database_snapshot
+
 
 @pytest.fixture
 def example_db(tmp_path: Path) -> Path:
     """A private copy of acme2certifier's example database (schema 0.15)."""
     if not EXAMPLE_DB.is_file():
-        pytest.fail(f"The example database {EXAMPLE_DB} is missing; set ACMEOPS_SHARED_DIR to the folder that holds data/acme_srv.db.example.")
+        pytest.fail(f"The example database {EXAMPLE_DB} is missing. Put shared/data/acme_srv.db.example beside the "
+                    "repository, or set ACMEOPS_SHARED_DIR to the folder that holds data/acme_srv.db.example "
+                    "(plain pytest only, because ansible-test does not pass the variable on).")
     target = tmp_path / "acme_srv.db"
     shutil.copyfile(EXAMPLE_DB, target)
     return target
@@ -60,16 +96,6 @@ def table_rows(database: Path, table: str) -> list:
     connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
     try:
         return connection.execute(f'SELECT * FROM "{table}" ORDER BY id').fetchall()
-    finally:
-        connection.close()
-
-
-def database_snapshot(database: Path) -> Dict[str, list]:
-    """Return all rows of all tables, to prove that a run changed nothing."""
-    connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
-    try:
-        names = [row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")]
-        return {name: connection.execute(f'SELECT * FROM "{name}"').fetchall() for name in names}
     finally:
         connection.close()
 
@@ -119,7 +145,8 @@ class PlaybookRunner:
             ANSIBLE_INVENTORY_UNPARSED_WARNING="0",
         )
         env.update(extra_env or {})
-        completed = subprocess.run(command, capture_output=True, text=True, env=env, cwd=self.workdir, timeout=300)
+        completed = subprocess.run(command, capture_output=True, text=True, env=env, cwd=self.workdir, timeout=300,
+                                   check=False)
         if completed.returncode != 0:
             raise AssertionError(f"ansible-playbook failed ({completed.returncode}):\n{completed.stdout}\n{completed.stderr}")
         result = json.loads(Path(result_file).read_text())

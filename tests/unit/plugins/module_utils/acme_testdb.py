@@ -77,6 +77,16 @@ def sha256_file(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def database_snapshot(database: Path) -> Dict[str, list]:
+    """Return all rows of all tables, to prove that a run changed nothing."""
+    connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+    try:
+        names = [row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")]
+        return {name: connection.execute(f'SELECT * FROM "{name}"').fetchall() for name in names}
+    finally:
+        connection.close()
+
+
 class AcmeDb:
     """An acme2certifier wsgi database file with helpers that insert one row each."""
 

@@ -20,11 +20,15 @@ from typing import Any, Callable, Dict
 
 import pytest
 
-from acme_testdb import AcmeDb, CertificateFactory, db_time, sha256_file
-from conftest import database_snapshot
-
 from ansible_collections.acmeops.housekeeping.plugins.module_utils._acmehk import engine
 from ansible_collections.acmeops.housekeeping.plugins.module_utils._acmehk.errors import SchemaError
+from ansible_collections.acmeops.housekeeping.tests.unit.plugins.module_utils.acme_testdb import (
+    AcmeDb,
+    CertificateFactory,
+    database_snapshot,
+    db_time,
+    sha256_file,
+)
 
 NOW = 1796342400  # 2026-12-04T00:00:00Z
 DAY = 86400

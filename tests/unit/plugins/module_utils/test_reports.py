@@ -21,9 +21,8 @@ from typing import Any, Dict, List, Optional
 
 import pytest
 
-from acme_testdb import AcmeDb, CertificateFactory
-
 from ansible_collections.acmeops.housekeeping.plugins.module_utils._acmehk import engine
+from ansible_collections.acmeops.housekeeping.tests.unit.plugins.module_utils.acme_testdb import AcmeDb, CertificateFactory
 
 NOW = 1796342400
 DAY = 86400
@@ -148,14 +147,14 @@ def tricky_db(tmp_path) -> AcmeDb:
     pytest.importorskip("cryptography", reason="cryptography generates the test certificates")
     certs = CertificateFactory()
     db = AcmeDb(tmp_path / "tricky.db")
-    jörg = db.add_account(contact='["mailto:jörg@exämple.de", "tel:+49 (0) 1,2"]',
-                          jwk='{"kty": "EC", "note": "say \\"hi\\", twice"}', eab_kid=None,
-                          created_at="2026-11-01 10:00:00")
+    unicode_account = db.add_account(contact='["mailto:jörg@exämple.de", "tel:+49 (0) 1,2"]',
+                                     jwk='{"kty": "EC", "note": "say \\"hi\\", twice"}', eab_kid=None,
+                                     created_at="2026-11-01 10:00:00")
     quote = db.add_account(contact='["mailto:o\'neil@example.com"]', eab_kid='kid "1", b',
                            created_at="2026-11-02 10:00:00.123456")
     db.add_account(contact='["mailto:lonely@example.com"]', created_at="2026-11-03 10:00:00")
 
-    first = db.add_order(jörg, NOW - DAY, "valid", notbefore="", notafter="",
+    first = db.add_order(unicode_account, NOW - DAY, "valid", notbefore="", notafter="",
                          identifiers='[{"type": "dns",\r\n "value": "bücher.example"},\n{"type": "dns"}]',
                          created_at="2026-11-01 10:01:00")
     second = db.add_order(quote, NOW + DAY, "pending", notbefore=0, notafter=0, created_at="2026-11-02 10:01:00")

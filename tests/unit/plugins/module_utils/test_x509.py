@@ -891,13 +891,13 @@ def test_parse_random_edits_match_cryptography():
         issue(key_kind="rsa", subject=UNICODE_SUBJECT, issuer_name=LONG_SUBJECT).public_bytes(
             serialization.Encoding.DER
         )
-    ] + [der for _, der in DER_CASES if cryptography_loads(der)]
+    ] + [der for _case_id, der in DER_CASES if cryptography_loads(der)]
     generator = random.Random(1)
     mismatches = []
     accepted = 0
-    for _ in range(4000):
+    for _attempt in range(4000):
         mutated = bytearray(generator.choice(originals))
-        for _ in range(generator.choice([1, 1, 2, 3])):
+        for _edit in range(generator.choice([1, 1, 2, 3])):
             position = generator.randrange(len(mutated))
             operation = generator.random()
             if operation < 0.6:
@@ -1078,13 +1078,13 @@ def test_cert_raw_mutations_match_upstream():
     ]
     generator = random.Random(7)
     accepted = 0
-    for _ in range(1500):
+    for _attempt in range(1500):
         der = generator.choice(ders)
         encode = generator.choice([base64.b64encode, base64.urlsafe_b64encode])
         text = encode(der).decode("ascii")
         if generator.random() < 0.5:
             text = text.rstrip("=")
-        for _ in range(generator.randint(0, 4)):
+        for _insertion in range(generator.randint(0, 4)):
             position = generator.randint(0, len(text))
             text = text[:position] + generator.choice(insertions) + text[position:]
         value = text.encode("utf-8", "surrogatepass") if generator.random() < 0.2 else text
@@ -1121,7 +1121,7 @@ SERIAL_HEX_CASES = [
 SERIAL_CASES = [case[0] for case in SERIAL_HEX_CASES]
 SERIAL_IDS = [
     expected if len(expected) <= 20 else "%d-octets" % (len(expected) // 2)
-    for _, expected in SERIAL_HEX_CASES
+    for _serial, expected in SERIAL_HEX_CASES
 ]
 
 
@@ -1444,9 +1444,9 @@ def test_renewal_info_pem_edits_match_upstream():
     ]
     generator = random.Random(3)
     outcomes = {"value": 0, "none": 0, "error": 0}
-    for _ in range(2000):
+    for _attempt in range(2000):
         text = generator.choice(originals)
-        for _ in range(generator.randint(1, 3)):
+        for _edit in range(generator.randint(1, 3)):
             position = generator.randrange(len(text) + 1)
             if generator.random() < 0.25:
                 text = text[:position] + text[position + 1 :]
