@@ -77,7 +77,10 @@ options:
     choices: [sqlite, postgresql, mysql]
   db_host:
     description:
-      - Host name, IP address or Unix socket directory of the PostgreSQL or MariaDB/MySQL server.
+      - Host name or IP address of the PostgreSQL or MariaDB/MySQL server.
+      - A path names a Unix socket instead, as in Django's settings; for PostgreSQL the
+        directory of the socket (for example V(/var/run/postgresql)), for MariaDB/MySQL the
+        socket file (for example V(/run/mysqld/mysqld.sock)).
     type: str
     aliases: [login_host]
   db_port:

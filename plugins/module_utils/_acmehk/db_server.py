@@ -249,13 +249,17 @@ class MySQLDatabase(ServerDatabase):
     def _connect(self) -> Any:
         settings = self.settings
         params: Dict[str, Any] = {
-            "host": settings.host or "localhost",
             "port": settings.port or 3306,
             "user": settings.user,
             "connect_timeout": max(1, int(round(settings.connect_timeout))),
             "charset": "utf8mb4",
             "autocommit": True,
         }
+        # A host that is a path names the server's Unix socket, as in Django's settings.
+        if settings.host and settings.host.startswith("/"):
+            params["unix_socket"] = settings.host
+        else:
+            params["host"] = settings.host or "localhost"
         if settings.name:
             params["database" if self.driver_name == "pymysql" else "db"] = settings.name
         if settings.password is not None:

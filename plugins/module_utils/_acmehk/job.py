@@ -62,6 +62,12 @@ class JobConfigError(Exception):
     """The job file cannot be read or contains an invalid setting."""
 
 
+# Keys of the job file that go to the engine's Settings unchanged: the database selection and
+# connection options that every module shares (database, acme_srv_dir, db_host, ...). They are
+# read from Settings itself, so the job accepts every option the engine has.
+SETTINGS_KEYS = tuple(item.name for item in fields(Settings))
+
+
 @dataclass
 class JobConfig:
     """Settings of one scheduled job, read from its JSON job file."""
@@ -70,13 +76,6 @@ class JobConfig:
     status_file: str
     lock_file: str
     job_name: str = "acme-hk"
-    database: Optional[str] = None
-    acme_srv_dir: Optional[str] = None
-    config: Optional[str] = None
-    now: Any = None
-    grace_period: Any = 0
-    busy_timeout: float = 10.0
-    batch_size: int = 500
     nonce_validity: Optional[int] = None
     force: bool = False
     invalidate: bool = True
@@ -89,36 +88,33 @@ class JobConfig:
     operation_report_format: str = "csv"
     account_report: bool = True
     account_report_format: str = "json"
+    # Applies only to the JSON format, as in the role.
     account_report_nested: bool = True
     certificate_report: bool = True
     certificate_report_format: str = "csv"
     report_retention: int = 30
+    # Engine options (SETTINGS_KEYS). "now" is unset in a scheduled job, so each run uses its
+    # own start time; a fixed value replays a run.
+    engine_options: Dict[str, Any] = field(default_factory=dict)
 
     def settings(self, now: int) -> Settings:
         """Return the engine settings, with now as the reference time unless the file fixes it."""
-        return Settings(
-            database=self.database,
-            acme_srv_dir=self.acme_srv_dir,
-            config=self.config,
-            now=now if self.now is None else self.now,
-            grace_period=self.grace_period,
-            busy_timeout=float(self.busy_timeout),
-            batch_size=self.batch_size,
-        )
+        params = dict(self.engine_options)
+        if params.get("now") is None:
+            params["now"] = now
+        return Settings.from_params(params)
 
 
-# Expected JSON types per key; keys not listed here are strings.
+# Expected JSON types per job key; keys not listed here are strings.
 _BOOL_KEYS = {
     "force", "invalidate", "cleanup", "purge", "backup", "operation_reports", "account_report",
     "account_report_nested", "certificate_report",
 }
-_INT_KEYS = {"batch_size", "report_retention"}
+_INT_KEYS = {"report_retention"}
 _OPTIONAL_INT_KEYS = {"nonce_validity"}
-_NUMBER_KEYS = {"busy_timeout"}
-_OPTIONAL_STR_KEYS = {"database", "acme_srv_dir", "config"}
-_RAW_KEYS = {"now", "grace_period"}
 _LIST_KEYS = {"invalidate_targets": INVALIDATE_TARGETS, "cleanup_targets": CLEANUP_TARGETS}
 _FORMAT_KEYS = {"operation_report_format", "account_report_format", "certificate_report_format"}
+_JOB_KEYS = tuple(item.name for item in fields(JobConfig) if item.name != "engine_options")
 
 
 def load_config(path: str) -> JobConfig:
@@ -133,7 +129,7 @@ def load_config(path: str) -> JobConfig:
     if not isinstance(data, dict):
         raise JobConfigError(f"The job file {path} must contain a JSON object, not {type(data).__name__}.")
 
-    known = {item.name for item in fields(JobConfig)}
+    known = set(_JOB_KEYS) | set(SETTINGS_KEYS)
     unknown = sorted(set(data) - known)
     if unknown:
         raise JobConfigError(f"Unknown keys in the job file {path}: {', '.join(unknown)}. Known keys: {', '.join(sorted(known))}.")
@@ -141,38 +137,40 @@ def load_config(path: str) -> JobConfig:
     if missing:
         raise JobConfigError(f"The job file {path} does not set {', '.join(missing)}.")
 
+    job_values = {}
+    engine_options = {}
     for key, value in data.items():
-        _check_value(path, key, value)
+        if key in SETTINGS_KEYS:
+            if not (value is None or isinstance(value, (str, int, float, bool))):
+                raise JobConfigError(f"Invalid value for {key} in the job file {path}: {value!r}.")
+            engine_options[key] = value
+        else:
+            _check_value(path, key, value)
+            job_values[key] = value
 
-    job = JobConfig(**data)
-    if not (job.database or job.acme_srv_dir or job.config):
-        raise JobConfigError(f"The job file {path} sets none of database, acme_srv_dir and config, so no database is known.")
+    job = JobConfig(engine_options=engine_options, **job_values)
     if job.report_retention < 1:
         raise JobConfigError(f"Invalid report_retention {job.report_retention} in {path}: keep the reports of at least 1 run.")
     try:
-        job.settings(0).validate()
-        parse_duration(job.grace_period)
-        if job.now is not None:
-            parse_now(job.now)
+        job.settings(0)
+        parse_duration(engine_options.get("grace_period"))
+        if engine_options.get("now") is not None:
+            parse_now(engine_options["now"])
     except HousekeepingError as exc:
         raise JobConfigError(f"Invalid setting in the job file {path}: {exc.msg}") from exc
+    except (TypeError, ValueError) as exc:
+        raise JobConfigError(f"Invalid setting in the job file {path}: {exc}.") from exc
     return job
 
 
 def _check_value(path: str, key: str, value: Any) -> None:
-    """Reject a value whose JSON type does not fit the key."""
-    if key in _RAW_KEYS:
-        return
+    """Reject a value whose JSON type does not fit the job key."""
     if key in _BOOL_KEYS:
         valid = isinstance(value, bool)
     elif key in _INT_KEYS:
         valid = isinstance(value, int) and not isinstance(value, bool)
     elif key in _OPTIONAL_INT_KEYS:
         valid = value is None or (isinstance(value, int) and not isinstance(value, bool))
-    elif key in _NUMBER_KEYS:
-        valid = isinstance(value, (int, float)) and not isinstance(value, bool)
-    elif key in _OPTIONAL_STR_KEYS:
-        valid = value is None or isinstance(value, str)
     elif key in _LIST_KEYS:
         choices = _LIST_KEYS[key]
         valid = isinstance(value, list) and bool(value) and all(item in choices for item in value)
