@@ -26,7 +26,7 @@ INSTALL_STAMP := build/.install-stamp
 INSTALL_INPUTS := tests/requirements.txt tests/requirements-oldest.txt $(wildcard tests/unit/requirements.txt) \
 	scripts/install.sh scripts/ansible_test.sh scripts/get_pip_standin.py scripts/sync_tree.py
 LINT_PATHS := $(wildcard playbooks roles)
-PYTEST_PATHS := $(wildcard tests/unit tests/functional)
+PYTEST_PATHS := $(wildcard tests/unit tests/functional tests/django_lab tests/django_backends tests/differential tests/role tests/reliability tests/benchmarks)
 
 # Makes the collection visible to Ansible and importable in Python as
 # ansible_collections.acmeops.housekeeping. The targets that run modules also
@@ -88,13 +88,36 @@ endif
 target-python: ## Check statically that plugins/ needs no Python newer than 3.9 (vermin)
 	$(VENV)/bin/vermin --no-tips --violations --target=3.9- plugins/
 
+.PHONY: dbservers-start dbservers-stop
+
+dbservers-start: ## Start the PostgreSQL and MariaDB test servers (scripts/dbservers.sh)
+	scripts/dbservers.sh start
+
+dbservers-stop: ## Stop the PostgreSQL and MariaDB test servers
+	scripts/dbservers.sh stop
+
+# The database servers run from before pytest to the end of the target, and
+# their connection settings (ACMEOPS_PG_*, ACMEOPS_MYSQL_*) are exported to
+# the sub-makes. The EXIT trap stops the servers also when a step fails or
+# make is interrupted, and keeps the exit status of the failed step.
 test: $(INSTALL_STAMP) ## Install if needed, then run all checks and tests
 	$(MAKE) --no-print-directory target-python
-	$(MAKE) --no-print-directory pytest
-	$(MAKE) --no-print-directory sanity
-	$(MAKE) --no-print-directory units
-	$(MAKE) --no-print-directory lint
+	trap 'status=$$?; if ! scripts/dbservers.sh stop && [ $$status = 0 ]; then status=1; fi; exit $$status' EXIT; \
+	trap 'exit 130' INT; trap 'exit 143' TERM; \
+	scripts/dbservers.sh start; \
+	eval "$$(scripts/dbservers.sh env)"; \
+	$(MAKE) --no-print-directory pytest; \
+	$(MAKE) --no-print-directory sanity; \
+	$(MAKE) --no-print-directory units; \
+	$(MAKE) --no-print-directory lint; \
 	$(MAKE) --no-print-directory smoke-oldest
+
+# N sets the number of orders of the one database size to measure (make bench N=100000).
+# Without N the benchmark runs 10000, 100000 and 1000000 orders and the fleet run, which
+# takes hours and about 40 GB of disk on a 2-core machine; docs/benchmarks.md has the details.
+.PHONY: bench
+bench: $(INSTALL_STAMP) ## Run the benchmarks (benchmarks/run.py); N=100000 measures one size
+	$(COLLECTION_ENV) $(VENV)/bin/python benchmarks/run.py $(if $(N),--sizes $(N),--fleet)
 
 demo: install ## Install, then run scripts/demo.sh
 	$(COLLECTION_ENV) ANSIBLE_PYTHON_INTERPRETER=$(VENV)/bin/python PATH=$(VENV)/bin:$$PATH bash scripts/demo.sh
