@@ -34,6 +34,12 @@ options:
       - Seconds a nonce stays valid, for the pending nonce count. Defaults to C([Nonce]
         validity) in C(acme_srv.cfg), or 86400.
     type: int
+  status_file:
+    description:
+      - Status file of the scheduled housekeeping job that the role C(acmeops.housekeeping.acme_hk)
+        installs. When set, its content is returned in RV(scheduled_run).
+      - A missing file is not an error; RV(scheduled_run) is then null.
+    type: path
 seealso:
   - module: acmeops.housekeeping.acme_hk_cleanup
   - module: acmeops.housekeeping.acme_hk_invalidate
@@ -116,6 +122,12 @@ config:
   description: Path of the acme_srv.cfg that was read, if any.
   returned: success
   type: str
+scheduled_run:
+  description:
+    - Content of O(status_file) (last start, last finish, state, counts, last error), or null
+      when the file does not exist.
+  returned: when O(status_file) is set
+  type: dict
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -125,15 +137,21 @@ from ansible_collections.acmeops.housekeeping.plugins.module_utils._acmehk.ansib
     run,
     settings_from,
 )
-from ansible_collections.acmeops.housekeeping.plugins.module_utils._acmehk.engine import gather_info
+from ansible_collections.acmeops.housekeeping.plugins.module_utils._acmehk.engine import gather_info, read_status_file
 
 
 def main() -> None:
     argument_spec = common_argument_spec()
-    argument_spec.update(nonce_validity=dict(type="int"))
+    argument_spec.update(nonce_validity=dict(type="int"), status_file=dict(type="path"))
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
 
-    run(module, lambda: gather_info(settings_from(module), nonce_validity=module.params["nonce_validity"]))
+    def action() -> dict:
+        result = gather_info(settings_from(module), nonce_validity=module.params["nonce_validity"])
+        if module.params["status_file"]:
+            result["scheduled_run"] = read_status_file(module.params["status_file"])
+        return result
+
+    run(module, action)
 
 
 if __name__ == "__main__":

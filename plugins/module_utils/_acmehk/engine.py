@@ -9,6 +9,7 @@ Nothing here imports Ansible, so the same code can run from a scheduled job on a
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -545,3 +546,20 @@ def gather_info(settings: Settings, purge_preview: bool = True, nonce_validity: 
             changed=False,
         )
         return result
+
+
+def read_status_file(path: str) -> Optional[Dict[str, Any]]:
+    """Return the JSON status of the scheduled job, or None when it has not run yet."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            status = json.load(handle)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise OptionError(
+            f"Cannot read the status file {path}: {exc}. Check status_file, or remove the damaged "
+            "file; the next scheduled run writes a new one."
+        ) from exc
+    if not isinstance(status, dict):
+        raise OptionError(f"The status file {path} does not contain a JSON object. Check status_file.")
+    return status
