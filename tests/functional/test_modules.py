@@ -209,3 +209,18 @@ def test_module_defaults_group(example_db, playbook, tmp_path):
         capture_output=True, text=True, env=env, timeout=300, check=False,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
+
+
+def test_info_reads_status_file(example_db, playbook, tmp_path):
+    status = tmp_path / "status.json"
+    status.write_text('{"state": "ok", "last_finish": "2026-12-04T01:00:00Z", "counts": {"orders": 3}}')
+    info = playbook.run("acme_hk_info", {"database": str(example_db), "status_file": str(status)})
+    assert info["scheduled_run"]["state"] == "ok"
+    assert info["scheduled_run"]["counts"] == {"orders": 3}
+
+    missing = playbook.run("acme_hk_info", {"database": str(example_db), "status_file": str(tmp_path / "none.json")})
+    assert missing["scheduled_run"] is None
+
+    status.write_text("[1, 2")
+    broken = playbook.run("acme_hk_info", {"database": str(example_db), "status_file": str(status)}, expect_failure=True)
+    assert str(status) in broken["msg"]
