@@ -39,7 +39,7 @@ from .timeutil import format_utc, parse_duration, parse_now
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
-# EX_TEMPFAIL from sysexits.h: another run of the same job holds the job lock.
+# EX_TEMPFAIL from sysexits.h: another run of the same job has the job lock.
 EXIT_BUSY = 75
 
 STATUS_FORMAT = 1
@@ -210,7 +210,7 @@ def write_status(path: str, status: Dict[str, Any]) -> None:
             stream.write("\n")
             stream.flush()
             os.fsync(stream.fileno())
-        # The status holds paths, counts and messages, no report content, so monitoring may read it.
+        # The status contains paths, counts and messages but no report content, so monitoring may read it.
         os.chmod(temp_path, 0o644)
         os.replace(temp_path, path)
     except BaseException:
@@ -259,7 +259,7 @@ def publish_reports(staged: Dict[str, str], report_dir: str, stamp: str) -> List
 
 
 def prune_reports(report_dir: str, keep_runs: int) -> List[str]:
-    """Delete the job's report files of all but the newest keep_runs runs; return their names.
+    """Delete the job's report files of all but the newest keep_runs runs and return their names.
 
     Only files named like the job's reports are touched, so reports that other tools or the
     role write into the same directory stay.
@@ -291,7 +291,7 @@ def remove_stale_staging(report_dir: str) -> None:
 
 
 class JobLockBusy(Exception):
-    """Another run of the same job holds the job lock."""
+    """Another run of the same job has the job lock."""
 
 
 class JobLock:
@@ -328,6 +328,7 @@ def run_job(job: JobConfig) -> int:
     previous = read_status(job.status_file)
 
     status = dict(previous)
+    status.setdefault("last_success", None)
     status.update(format=STATUS_FORMAT, job=job.job_name, state="running", pid=os.getpid(),
                   last_start=format_utc(started, ISO_FORMAT))
     write_status(job.status_file, status)
@@ -370,7 +371,7 @@ def run_job(job: JobConfig) -> int:
 
 @dataclass
 class _Outcome:
-    """What the steps of one run did, for the status file."""
+    """Results of the steps of one run, for the status file."""
 
     counts: Dict[str, Optional[int]] = field(default_factory=lambda: {name: None for name in OPERATIONS})
     staged: Dict[str, str] = field(default_factory=dict)
@@ -391,7 +392,7 @@ class _Outcome:
 
 
 def _run_steps(job: JobConfig, now: int, staging: str, outcome: _Outcome) -> None:
-    """Run invalidation, cleanup and the reports; a failure stops the run and is recorded."""
+    """Run invalidation, cleanup and the reports. A failure stops the run and is recorded."""
     settings = job.settings(now)
     try:
         if job.invalidate:
@@ -445,7 +446,7 @@ def _run_steps(job: JobConfig, now: int, staging: str, outcome: _Outcome) -> Non
 
 
 def _file_reports(job: JobConfig, stamp: str, staging: str, outcome: _Outcome) -> List[str]:
-    """Publish the staged reports and apply the retention; return the names of deleted reports.
+    """Publish the staged reports, apply the retention and return the names of deleted reports.
 
     Reports of steps that finished are published even when a later step failed, because
     they list rows that were already changed.

@@ -1,0 +1,106 @@
+# Copyright (c) 2026 acmeops.housekeeping contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Watch the SQLite locks on a database file from outside, without taking any lock.
+
+SQLite's unix VFS (rollback journal mode, as acme2certifier uses it) locks byte ranges of the
+database file with POSIX fcntl locks: a read lock on the 510-byte SHARED range for every
+reader, a write lock on the RESERVED byte for a writer, a write lock on the PENDING byte and
+then on the SHARED range while it commits. fcntl(F_GETLK) reports whether another process
+holds a conflicting lock without acquiring one, so the probe cannot delay the process it
+watches (a probe that tried BEGIN IMMEDIATE would make the measured writer wait):
+
+- F_GETLK for a write lock over the whole range finds any lock, so the probe records how long
+  at least one lock (reads included) is held without a gap. That is how long a server
+  transaction that wants to commit has to wait.
+- F_GETLK for a read lock finds only write locks (RESERVED, PENDING, EXCLUSIVE), which stop
+  a server from starting a write transaction.
+
+The probe samples the locks every POLL_SECONDS in a thread of the runner, which otherwise only
+waits for the measured process. It does not poll in a tight loop: on the benchmark machine
+two busy processes run at half speed each, so a spinning probe would slow the measured run
+down. Two locks with a gap shorter than one sample between them count as one lock, so the
+reported maximum is an upper bound; measure.py times each read and write transaction of the
+engine and of acme2certifier from inside as well.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import struct
+import threading
+import time
+from typing import Any, Dict
+
+PENDING_BYTE = 0x40000000
+LOCK_RANGE = 2 + 510  # PENDING byte, RESERVED byte and the SHARED range
+POLL_SECONDS = 0.0002
+# struct flock on Linux x86_64: short l_type, short l_whence, off_t l_start, off_t l_len,
+# pid_t l_pid, padded to 32 bytes.
+FLOCK_FORMAT = "hhqqi4x"
+
+
+class LockProbe(threading.Thread):
+    """Record the longest unbroken stretches of SQLite locks held by other processes on a file."""
+
+    def __init__(self, path: str, max_seconds: float) -> None:
+        super().__init__(daemon=True)
+        self.path = path
+        self.max_seconds = max_seconds
+        self._stop_event = threading.Event()
+        self.polls = 0
+        self.max_any = 0.0
+        self.max_write = 0.0
+        self.duration = 0.0
+
+    def _held(self, handle: int, lock_type: int) -> bool:
+        request = struct.pack(FLOCK_FORMAT, lock_type, os.SEEK_SET, PENDING_BYTE, LOCK_RANGE, 0)
+        answer = fcntl.fcntl(handle, fcntl.F_GETLK, request)
+        return struct.unpack(FLOCK_FORMAT, answer)[0] != fcntl.F_UNLCK
+
+    def run(self) -> None:
+        handle = os.open(self.path, os.O_RDONLY)
+        clock = time.perf_counter
+        started = clock()
+        deadline = started + self.max_seconds
+        any_since = write_since = None
+        try:
+            while not self._stop_event.is_set():
+                now = clock()
+                if now > deadline:
+                    break
+                any_held = self._held(handle, fcntl.F_WRLCK)
+                write_held = any_held and self._held(handle, fcntl.F_RDLCK)
+                self.polls += 1
+                if any_held and any_since is None:
+                    any_since = now
+                elif not any_held and any_since is not None:
+                    self.max_any = max(self.max_any, now - any_since)
+                    any_since = None
+                if write_held and write_since is None:
+                    write_since = now
+                elif not write_held and write_since is not None:
+                    self.max_write = max(self.max_write, now - write_since)
+                    write_since = None
+                time.sleep(POLL_SECONDS)
+            end = clock()
+            if any_since is not None:
+                self.max_any = max(self.max_any, end - any_since)
+            if write_since is not None:
+                self.max_write = max(self.max_write, end - write_since)
+            self.duration = end - started
+        finally:
+            os.close(handle)
+
+    def stop(self) -> Dict[str, Any]:
+        """Stop polling and return the longest stretches in milliseconds."""
+        self._stop_event.set()
+        self.join(timeout=10)
+        poll_us = self.duration / self.polls * 1e6 if self.polls else None
+        return {
+            "max_lock_ms": round(self.max_any * 1000, 2),
+            "max_write_lock_ms": round(self.max_write * 1000, 2),
+            "polls": self.polls,
+            "poll_us": round(poll_us, 1) if poll_us else None,
+        }
