@@ -317,14 +317,12 @@ class RunnerProcess:
 
 
 def start_runner(ops: List[Dict[str, Any]], trace: bool = False, umask: Optional[int] = None,
-                 preexec_user: Optional[Tuple[int, int]] = None, pause: Optional[Tuple[int, int]] = None
-                 ) -> RunnerProcess:
+                 pause: Optional[Tuple[int, int]] = None) -> RunnerProcess:
     """Start hk_runner.py with the given operations; see hk_runner.py for trace and pause."""
     spec = json.dumps({"ops": ops, "trace": trace or pause is not None, "umask": umask, "pause": pause})
     process = subprocess.Popen(  # pylint: disable=consider-using-with
         [sys.executable, str(RUNNER), spec], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env=runner_env(), user=preexec_user[0] if preexec_user else None,
-        group=preexec_user[1] if preexec_user else None)
+        env=runner_env())
     return RunnerProcess(process)
 
 

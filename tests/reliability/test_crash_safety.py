@@ -67,13 +67,15 @@ class CrashCase:
     phases: Tuple[Tuple[str, str], ...]
     kills: int
     journal_mode: str = "delete"
-    # "transaction": kill after a random write transaction began; "time": at a random moment
-    # of the whole operation, which also covers reading, report writing and backups.
+    # "transaction": kill at a random spot in or right after a randomly chosen write transaction.
+    # "time": kill at a random moment of the whole operation, which also covers reading, report
+    # writing and backups.
     kill_at: str = "transaction"
     batch_size: int = BATCH_SIZE
-    # On disk, every COMMIT waits for fsync (about 8 ms here), which puts most kills inside a
-    # transaction. The other cases use a tmpfs: SIGKILL leaves the page cache intact, so the
-    # outcome does not depend on fsync, and the runs are several times faster.
+    # On disk, every COMMIT waits for fsync (about 8 ms on the test machine), and the kill comes
+    # after a random delay. The other cases run on /dev/shm (a tmpfs) and stop the runner at
+    # the chosen spot. SIGKILL leaves the page cache intact, so the outcome does not depend on
+    # fsync, and the runs are several times faster.
     on_disk: bool = False
 
 
@@ -129,7 +131,7 @@ CASES = [
 def bulk_databases(tmp_path_factory) -> Dict[str, Path]:
     """One generated database per journal mode, copied by every kill."""
     folder = tmp_path_factory.mktemp("bulk")
-    # About 45 write transactions for invalidation at batch_size 20: enough spots to kill, few
+    # About 50 write transactions for invalidation at batch_size 20: enough spots to kill, few
     # enough fsyncs to keep the suite short.
     shape = BulkShape(orders=800, nonces=1500, accounts=40)
     return {mode: build_bulk_database(folder / f"bulk-{mode}.db", shape, journal_mode=mode)

@@ -14,7 +14,7 @@ Every third round goes through ansible-playbook with the real modules.
 Each round moves the now option forward through those 30 days, so every round has rows to
 change, but now stays at least one day before the test. Rows the live server writes expire
 one day after their creation at the earliest, so no rule of acme2certifier allows touching
-them; the aged rows move step by step to their final state.
+them. The aged rows move step by step to their final state.
 
 Afterwards:
 
