@@ -71,6 +71,13 @@ options:
       - No copy is made when there is nothing to change, or in check mode.
     type: bool
     default: false
+  backup_keep:
+    description:
+      - After a successful backup, delete the oldest backups of this database so that this many
+        remain. Only files named like the backups this module writes are deleted.
+      - Unset keeps every backup.
+    type: int
+    version_added: 1.0.0
   report_dest:
     description:
       - Write the certificate rows that cleanup is about to blank or delete to this file,
@@ -193,6 +200,7 @@ def main() -> None:
         purge=dict(type="bool", default=False),
         nonce_validity=dict(type="int"),
         backup=dict(type="bool", default=False),
+        backup_keep=dict(type="int"),
         report_dest=dict(type="path"),
         report_format=dict(type="str", default="csv", choices=["csv", "json"]),
         force=dict(type="bool", default=False),
@@ -211,6 +219,7 @@ def main() -> None:
             report_dest=params["report_dest"],
             report_format=params["report_format"],
             force=params["force"],
+            backup_keep=params["backup_keep"],
         )
 
     run(module, action)

@@ -451,10 +451,6 @@ def test_dangling_symlink_database(playbook, tmp_path):
     assert not (tmp_path / "gone").exists()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine gap: db._check_file accepts any existing path that is not a directory, and SQLite's open() of a FIFO "
-    "blocks until a writer appears, so the module hangs. Fix: reject paths that are not regular files "
-    "(stat.S_ISREG) with a message naming the path"))
 def test_fifo_database(playbook, tmp_path):
     fifo = tmp_path / "acme_srv.db"
     os.mkfifo(fifo)
@@ -527,10 +523,7 @@ def _sql(database: Path, *statements: str) -> None:
 
 @pytest.mark.parametrize("status", [
     "invalid",
-    pytest.param("expired", marks=pytest.mark.xfail(strict=True, reason=(
-        "engine gap: engine.run_invalidate looks up the 'expired' status in operations.apply_authorizations only "
-        "after apply_orders has committed the orders, so the task fails with the orders already invalidated. "
-        "Fix: look up every status id the run needs (operations._status_id) before the first write"))),
+    "expired",
 ])
 def test_missing_status_row(playbook, example_db, status):
     _sql(example_db, f"DELETE FROM status WHERE name = '{status}'")

@@ -293,18 +293,10 @@ CHANGES = {
     "cleanup-blank": ("certificate", "UPDATE certificate SET expire_uts = ? WHERE id = ?", NOW + 30 * 86400),
     "cleanup-purge": ("certificate", "UPDATE certificate SET expire_uts = ? WHERE id = ?", NOW + 30 * 86400),
 }
-REPEATS_RULE_GAP = pytest.mark.xfail(strict=True, reason=(
-    "engine gap: operations.apply_certificates blanks with 'WHERE id = ? AND cert is not blanked' and purges with "
-    "'DELETE ... WHERE id IN (...)', without the expiry rule, so a row that became ineligible after planning is "
-    "still blanked (and its planned issue_uts and expire_uts are written back) or deleted. The module docstring "
-    "of operations.py states that apply() repeats the selection rule. Fix: add the expiry condition of the plan "
-    "to both statements, or correct the docstring"))
-
-
 @pytest.mark.parametrize("name", [
     "invalidate", "cleanup-nonces",
-    pytest.param("cleanup-blank", marks=REPEATS_RULE_GAP),
-    pytest.param("cleanup-purge", marks=REPEATS_RULE_GAP),
+    "cleanup-blank",
+    "cleanup-purge",
 ])
 def test_row_changed_after_planning(name, bulk_db, tmp_path):
     """A planned row that stops being eligible before its batch is written stays as it is."""

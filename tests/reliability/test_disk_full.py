@@ -120,11 +120,6 @@ def test_backup_disk_full_changes_nothing(playbook, example_db, tmp_path):
         before.assert_unchanged()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine gap: engine._backup lets the sqlite3.OperationalError of SQLiteDatabase.backup escape, so the task "
-    "fails with 'Module failed: database or disk is full', naming neither the backup file nor a fix. Fix: catch "
-    "sqlite3.Error and OSError in _backup and raise DatabaseError with the backup path, 'No space left' and the "
-    "fix (free space beside the database, or backup=false)"))
 def test_backup_disk_full_message(playbook, example_db, tmp_path):
     size = example_db.stat().st_size
     with tmpfs(tmp_path / "tiny", f"{size // 1024 + 256}k") as tiny:

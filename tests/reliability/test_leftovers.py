@@ -137,10 +137,6 @@ def _add_expired_certificate(database: Path, name: str) -> None:
         connection.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine gap: acme_hk_cleanup has no option that limits how many backups stay, so every run with "
-    "backup=true adds a full copy of the database beside it. Proposed: backup_keep (int), after a "
-    "successful backup delete all but the newest backup_keep '<database>.*.bak' files of this database"))
 def test_backup_retention(example_db, playbook):
     backups = []
     for run in range(3):

@@ -166,10 +166,6 @@ def test_root_module_run_leaves_no_root_files(example_db, service_dir, service_u
     _service_user_writes(database)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine gap: engine._backup runs as root and leaves '<database>.<time>.<pid>.bak' owned by root (mode 0600) in "
-    "the service user's directory, so the service user cannot read its own backup. Fix: when running as root, "
-    "chown the backup to the owner and group of the database file, as SQLite does with its journal"))
 def test_root_backup_owned_by_database_owner(example_db, service_dir, service_user):
     database = _install_db(example_db, service_dir, service_user, "delete")
 

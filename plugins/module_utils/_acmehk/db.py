@@ -254,6 +254,12 @@ def _check_file(path: str, writable: bool) -> None:
             "or use acme_srv_dir for the installation directory.",
             database=path,
         )
+    if not stat.S_ISREG(info.st_mode):
+        raise DatabaseError(
+            f"The database path {path} is not a regular file (a device, FIFO or socket). Give the "
+            "path of the acme_srv.db file.",
+            database=path,
+        )
     real = os.path.realpath(path)
     if not os.access(real, os.R_OK):
         raise DatabaseError(

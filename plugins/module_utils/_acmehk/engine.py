@@ -9,8 +9,11 @@ Nothing here imports Ansible, so the same code can run from a scheduled job on a
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
+import sqlite3
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
@@ -27,7 +30,7 @@ from .config import (
 )
 from .db import Database, SQLiteDatabase
 from .db_server import ServerSettings, open_server
-from .errors import ConfigError, OptionError
+from .errors import ConfigError, DatabaseError, OptionError
 from .output import Sink, check_destination
 from .schema import KNOWN_DBVERSION, detect
 from .timeutil import format_utc, parse_duration, parse_now
@@ -334,6 +337,12 @@ def run_invalidate(
                     plans[target] = ops.plan_orders(ctx) if target == "orders" else ops.plan_authorizations(ctx)
             if any(plan.count for plan in plans.values()) and not check_mode:
                 schema.check_destructive(force, "invalidate orders or authorizations")
+            # Every status the run writes is looked up before the first change, so a missing
+            # status row fails the run with the database unchanged.
+            if plans.get("orders") and plans["orders"].count:
+                plans["orders"].status_id = ops.status_id(ctx, "invalid", "invalidate orders")
+            if plans.get("authorizations") and plans["authorizations"].count:
+                plans["authorizations"].status_id = ops.status_id(ctx, "expired", "expire authorizations")
 
             result = _base_result(installation, schema, times)
             skips = reports.Skips()
@@ -417,9 +426,12 @@ def run_cleanup(
     report_dest: Optional[str] = None,
     report_format: str = "csv",
     force: bool = False,
+    backup_keep: Optional[int] = None,
 ) -> Dict[str, Any]:
     """Back-fill certificate dates, blank or delete expired certificates and delete old nonces."""
     _check_targets(targets, ("certificates", "nonces", "certificate_dates"))
+    if backup_keep is not None and backup_keep < 1:
+        raise OptionError(f"Invalid value for backup_keep: {backup_keep}. Give the number of backups to keep, 1 or more.")
     if report_dest is not None:
         check_destination(report_dest)
     if report_dest is not None and "certificates" not in targets:
@@ -457,7 +469,7 @@ def run_cleanup(
                 result["report_dest"] = report_dest
 
             if pending and backup and not check_mode:
-                result["backup_file"] = _backup(db, installation.database)
+                result["backup_file"] = _backup(db, installation.database, backup_keep)
 
             counts: Dict[str, int] = {}
             for target in ("certificate_dates", "certificates", "nonces"):
@@ -485,8 +497,12 @@ def run_cleanup(
         return result
 
 
-def _backup(db: Database, database: str) -> str:
-    """Copy the database next to itself before the first destructive change."""
+def _backup(db: Database, database: str, keep: Optional[int] = None) -> str:
+    """Copy the database next to itself before the first destructive change.
+
+    The copy is written under a temporary name and renamed when complete, so a file named
+    *.bak is always a whole backup. Run as root, it is given to the database's owner.
+    """
     if not isinstance(db, SQLiteDatabase):
         raise OptionError(
             f"backup=true copies SQLite files only; the {db.location} needs the server's own "
@@ -494,16 +510,44 @@ def _backup(db: Database, database: str) -> str:
         )
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     path = f"{database}.{stamp}.{os.getpid()}.bak"
+    temporary = path + ".tmp"
     old_umask = os.umask(0o077)
     try:
-        db.backup(path)
-    except Exception:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-        raise
+        db.backup(temporary)
+        owner = os.stat(database)
+        if os.geteuid() == 0 and (owner.st_uid, owner.st_gid) != (0, 0):
+            os.chown(temporary, owner.st_uid, owner.st_gid)
+        os.replace(temporary, path)
+    except (sqlite3.Error, OSError) as exc:
+        for leftover in (temporary, temporary + "-journal"):
+            with contextlib.suppress(OSError):
+                os.unlink(leftover)
+        full = "full" in str(exc).lower() or getattr(exc, "errno", None) == errno.ENOSPC
+        raise DatabaseError(
+            f"The backup {path} could not be written: {exc}. "
+            + ("The disk is full; free space beside the database, or set backup=false. " if full else "")
+            + "Nothing in the database was changed.",
+            backup_file=path,
+        ) from exc
     finally:
         os.umask(old_umask)
+
+    if keep is not None:
+        _prune_backups(database, keep)
     return path
+
+
+def _prune_backups(database: str, keep: int) -> None:
+    """Delete all but the newest keep backups of this database; their names sort by time."""
+    directory = os.path.dirname(os.path.abspath(database))
+    prefix = os.path.basename(database) + "."
+    backups = sorted(
+        name for name in os.listdir(directory)
+        if name.startswith(prefix) and name.endswith(".bak") and re.match(r"^\d{8}T\d{6}Z\.\d+\.bak$", name[len(prefix):])
+    )
+    for name in backups[:max(0, len(backups) - keep)]:
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(directory, name))
 
 
 # Information ------------------------------------------------------------------------------

@@ -51,6 +51,8 @@ class Plan:
     # Per-row values written by certificate cleanup and the dates back-fill, parallel to ids.
     values: List[Tuple[Any, ...]] = field(default_factory=list)
     note: Optional[str] = None
+    # The status id that apply() writes, looked up before any change.
+    status_id: Optional[int] = None
 
     @property
     def count(self) -> int:
@@ -101,7 +103,7 @@ def _in_list(count: int) -> str:
     return ",".join("?" * count)
 
 
-def _status_id(ctx: Context, name: str, purpose: str) -> int:
+def status_id(ctx: Context, name: str, purpose: str) -> int:
     """Look up a status id by name the way each acme2certifier handler does."""
     # The wsgi handler matches with LIKE and takes the first row; Django matches exactly.
     operator = "LIKE" if ctx.schema.handler == "wsgi" else "="
@@ -165,7 +167,7 @@ def apply_orders(ctx: Context, plan: Plan) -> int:
     """Set the selected orders to invalid in batches."""
     if not plan.count:
         return 0
-    invalid = _status_id(ctx, "invalid", "invalidate orders")
+    invalid = plan.status_id if plan.status_id is not None else status_id(ctx, "invalid", "invalidate orders")
     orders, status = ctx.schema.name("orders"), ctx.schema.name("status")
     affected = 0
     for batch in chunks(plan.ids, ctx.batch_size):
@@ -213,7 +215,7 @@ def apply_authorizations(ctx: Context, plan: Plan) -> int:
     """Set the selected authorizations to expired in batches."""
     if not plan.count:
         return 0
-    expired = _status_id(ctx, "expired", "expire authorizations")
+    expired = plan.status_id if plan.status_id is not None else status_id(ctx, "expired", "expire authorizations")
     authz, status = ctx.schema.name("authorization"), ctx.schema.name("status")
     affected = 0
     for batch in chunks(plan.ids, ctx.batch_size):
@@ -510,7 +512,10 @@ def apply_certificates(ctx: Context, plan: Plan, purge: bool) -> int:
     if purge:
         for batch in chunks(plan.ids, ctx.batch_size):
             statements = [
-                (f"DELETE FROM {certificate} WHERE id IN ({_in_list(len(part))})", list(part))
+                (
+                    f"DELETE FROM {certificate} WHERE id IN ({_in_list(len(part))}) AND expire_uts <= ?",
+                    [*part, ctx.cutoff],
+                )
                 for part in chunks(batch, IN_LIST_LIMIT)
             ]
             affected += ctx.db.write(statements)
@@ -519,10 +524,10 @@ def apply_certificates(ctx: Context, plan: Plan, purge: bool) -> int:
     marker = cleanup_marker(ctx.cutoff)
     sql = (
         f"UPDATE {certificate} SET cert = ?, issue_uts = ?, expire_uts = ? WHERE id = ? "
-        "AND (cert IS NULL OR LOWER(cert) NOT LIKE '%removed by%')"
+        "AND expire_uts <= ? AND (cert IS NULL OR LOWER(cert) NOT LIKE '%removed by%')"
     )
     rows = list(zip(plan.ids, plan.values))
     for batch in chunks(rows, ctx.batch_size):
-        statements = [(sql, [marker, issue, expire, row_id]) for row_id, (issue, expire) in batch]
+        statements = [(sql, [marker, issue, expire, row_id, ctx.cutoff]) for row_id, (issue, expire) in batch]
         affected += ctx.db.write(statements)
     return affected
