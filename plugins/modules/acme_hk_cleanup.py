@@ -18,7 +18,7 @@ description:
     C(cert_raw). A row with only a CSR is cleared once it is 14 days older than the cutoff.
     A row with neither a certificate nor a CSR is always cleared.
   - Rows that cannot be judged (malformed C(cert_raw), a C(created_at) that is not a date,
-    text in a date column) are left unchanged and listed in RV(skipped) with the reason.
+    text in a date column) are left unchanged and listed in RV(skipped_rows) with the reason.
 author:
   - Acmeops Housekeeping Maintainers (@acmeops)
 extends_documentation_fragment:
@@ -169,7 +169,7 @@ nonce_validity:
   description: The nonce validity used, in seconds.
   returned: success
   type: int
-skipped:
+skipped_rows:
   description: All rows left unchanged because they could not be processed, with table, id, name and reason.
   returned: success
   type: list

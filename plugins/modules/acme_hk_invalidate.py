@@ -117,7 +117,7 @@ now:
   description: The reference time used, in epoch seconds.
   returned: success
   type: int
-skipped:
+skipped_rows:
   description: All rows left unchanged because they could not be processed.
   returned: success
   type: list

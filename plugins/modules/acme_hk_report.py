@@ -130,7 +130,7 @@ content:
   description: The report text.
   returned: when O(return_content=true)
   type: str
-skipped:
+skipped_rows:
   description:
     - Values that could not be converted, with the table, row id and reason. The rows are
       still in the report, with the value as stored.

@@ -534,7 +534,7 @@ def test_missing_status_row(playbook, example_db, status):
 
 
 def _skipped(result: Dict[str, Any], table: str, row_id: int) -> Dict[str, Any]:
-    found = [item for item in result["skipped"] if item["table"] == table and item["id"] == row_id]
+    found = [item for item in result["skipped_rows"] if item["table"] == table and item["id"] == row_id]
     assert found, f"{table} row {row_id} is not listed in skipped: {result['skipped']}"
     return found[0]
 

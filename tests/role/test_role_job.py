@@ -217,3 +217,12 @@ def test_launcher_runs_engine_copy_without_ansible(job_dir: Path):
     probe = subprocess.run([SYSTEM_PYTHON, "-I", "-c", "import ansible"], capture_output=True, text=True,
                            timeout=60, check=False)
     assert probe.returncode != 0, f"{SYSTEM_PYTHON} has Ansible installed, so this test cannot show that the job runs without it"
+
+
+def test_job_log_file_unwritable(job_dir: Path, capsys):
+    config = _write_config(job_dir)
+    missing = job_dir / "no-such-dir" / "job.log"
+
+    assert job.main(["--config", str(config), "--log-file", str(missing)]) == job.EXIT_USAGE
+    assert f"Cannot open the log file {missing}" in capsys.readouterr().err
+    assert not (job_dir / "state" / "status.json").exists()

@@ -58,12 +58,13 @@ def run(module: Any, action: Callable[[], Dict[str, Any]]) -> None:
 
     for warning in result.pop("warnings", []) or []:
         module.warn(warning)
-    skipped = result.get("skipped") or []
+    # Not "skipped": Ansible shows a result with a non-empty "skipped" key as a skipped task.
+    skipped = result.get("skipped_rows") or []
     if skipped:
-        total = result.get("skipped_count", len(skipped))
+        total = result.get("skipped_rows_count", len(skipped))
         module.warn(
             f"{max(total, len(skipped))} row(s) could not be processed and were left unchanged; "
-            "see the skipped return value for each row and the reason."
+            "see the skipped_rows return value for each row and the reason."
         )
     diff = result.pop("diff", None)
     if diff is not None and module._diff:

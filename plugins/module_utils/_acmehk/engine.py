@@ -286,8 +286,8 @@ def run_report(
             columns=columns,
             checksum=sink.checksum,
             size=sink.size,
-            skipped=skips.items,
-            skipped_count=skips.count,
+            skipped_rows=skips.items,
+            skipped_rows_count=skips.count,
         )
         if return_content:
             result["content"] = sink.text()
@@ -367,7 +367,7 @@ def run_invalidate(
         result["report_files"] = report_files
         result["changed"] = any(counts.values())
         result["diff"] = _count_diff(plans, counts)
-        result["skipped"] = _merge_skipped([plan.skipped for plan in plans.values()] + [skips.items])
+        result["skipped_rows"] = _merge_skipped([plan.skipped for plan in plans.values()] + [skips.items])
         return result
 
 
@@ -493,7 +493,7 @@ def run_cleanup(
         result["warnings"] = warnings
         result["changed"] = any(counts.values())
         result["diff"] = _count_diff(plans, counts)
-        result["skipped"] = _merge_skipped([plan.skipped for plan in plans.values()] + [skips.items])
+        result["skipped_rows"] = _merge_skipped([plan.skipped for plan in plans.values()] + [skips.items])
         return result
 
 

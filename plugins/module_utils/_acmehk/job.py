@@ -387,7 +387,7 @@ class _Outcome:
         self.dbversion = result.get("dbversion", self.dbversion)
         for target in targets:
             self.counts[target] = result[target]["count"]
-        self.skipped_count += len(result.get("skipped") or [])
+        self.skipped_count += len(result.get("skipped_rows") or [])
         self.warnings.extend(result.get("warnings") or [])
 
 
@@ -500,7 +500,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         handler = _log_handler(args.log_file)
     except OSError as exc:
-        print(f"ERROR Cannot open the log file {args.log_file}: {exc.strerror}.", file=sys.stderr)
+        sys.stderr.write(f"ERROR Cannot open the log file {args.log_file}: {exc.strerror}.\n")
         return EXIT_USAGE
     LOGGER.addHandler(handler)
     LOGGER.setLevel(logging.INFO)
@@ -537,4 +537,4 @@ def _main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

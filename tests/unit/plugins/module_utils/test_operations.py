@@ -181,8 +181,8 @@ def test_orders_text_expires_skipped(db):
     skipped = {item["id"] for item in result["orders"]["skipped"]}
     text_ids = {ids["pending expires empty text"], ids["pending expires word"]}
     assert skipped == text_ids
-    assert all(item["table"] == "orders" for item in result["skipped"])
-    assert all("expires" in item["reason"] for item in result["skipped"])
+    assert all(item["table"] == "orders" for item in result["skipped_rows"])
+    assert all("expires" in item["reason"] for item in result["skipped_rows"])
 
 
 def test_orders_null_expires_never(tmp_path):
@@ -722,8 +722,8 @@ def test_dates_fill_broken_issuer_block(db, certs):
 
     assert check["certificate_dates"]["count"] == 1
     assert real["certificate_dates"]["count"] == 1
-    assert [item["id"] for item in real["skipped"]] == [bad_row]
-    assert "cert" in real["skipped"][0]["reason"]
+    assert [item["id"] for item in real["skipped_rows"]] == [bad_row]
+    assert "cert" in real["skipped_rows"][0]["reason"]
     assert db.row("certificate", bad_row) == before
     assert db.row("certificate", good_row)["expire_uts"] == pair.not_after
     assert again["changed"] is False

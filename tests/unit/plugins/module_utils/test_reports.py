@@ -343,7 +343,7 @@ def test_certificates_null_issue_uts(tricky_db, tmp_path, upstream):
     rows = json.loads(dest.read_text(encoding="utf-8"))
     assert result["rows"] == 3
     assert rows[0]["certificate.issue_uts"] == NOW - 60 * DAY
-    assert [item["id"] for item in result["skipped"]] == [1]
+    assert [item["id"] for item in result["skipped_rows"]] == [1]
 
 
 def test_accounts_expires_not_unix_time(tricky_db, tmp_path, upstream):
@@ -357,7 +357,7 @@ def test_accounts_expires_not_unix_time(tricky_db, tmp_path, upstream):
                                str(dest), check_mode=False)
     rows = json.loads(dest.read_text(encoding="utf-8"))
     assert {row["order.expires"] for row in rows if row["order.id"] == 1} == {"soon"}
-    assert {(item["table"], item["id"]) for item in result["skipped"]} == {("order", 1)}
+    assert {(item["table"], item["id"]) for item in result["skipped_rows"]} == {("order", 1)}
 
 
 # Empty database ---------------------------------------------------------------------------
