@@ -119,7 +119,7 @@ test: $(INSTALL_STAMP) ## Install if needed, then run all checks and tests
 bench: $(INSTALL_STAMP) ## Run the benchmarks (benchmarks/run.py); N=100000 measures one size
 	$(COLLECTION_ENV) $(VENV)/bin/python benchmarks/run.py $(if $(N),--sizes $(N),--fleet)
 
-demo: install ## Install, then run scripts/demo.sh
+demo: $(INSTALL_STAMP) ## Install if needed, then run scripts/demo.sh
 	$(COLLECTION_ENV) ANSIBLE_PYTHON_INTERPRETER=$(VENV)/bin/python PATH=$(VENV)/bin:$$PATH bash scripts/demo.sh
 
 clean: ## Delete build/, the virtual environments and test caches

@@ -26,7 +26,9 @@ options:
     type: path
   config:
     description:
-      - Explicit path of C(acme_srv.cfg). Used to find the database and the nonce validity.
+      - Explicit path of C(acme_srv.cfg). Used to find the database, and by
+        M(acmeops.housekeeping.acme_hk_cleanup) and M(acmeops.housekeeping.acme_hk_info) for the
+        nonce validity.
     type: path
   now:
     description:

@@ -53,8 +53,8 @@ options:
   purge:
     description:
       - V(false) blanks the certificate like acme2certifier. C(cert) is replaced by the
-        text C(removed by certificates.cleanup() on <cutoff>), and C(cert_raw) and the rest of
-        the row are kept.
+        text "removed by certificates.cleanup() on" followed by the cutoff, and C(cert_raw) and
+        the rest of the row are kept.
       - V(true) deletes the certificate rows, including rows blanked earlier.
     type: bool
     default: false
