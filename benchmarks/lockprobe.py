@@ -4,9 +4,9 @@
 """Watch the SQLite locks on a database file from outside, without taking any lock.
 
 SQLite's unix VFS (rollback journal mode, as acme2certifier uses it) locks byte ranges of the
-database file with POSIX fcntl locks: a read lock on the 510-byte SHARED range for every
-reader, a write lock on the RESERVED byte for a writer, a write lock on the PENDING byte and
-then on the SHARED range while it commits. fcntl(F_GETLK) reports whether another process
+database file with POSIX fcntl locks. Every reader holds a read lock on the 510-byte SHARED
+range. A writer holds a write lock on the RESERVED byte, and while it commits, write locks on
+the PENDING byte and on the SHARED range. fcntl(F_GETLK) reports whether another process
 holds a conflicting lock without acquiring one, so the probe cannot delay the process it
 watches (a probe that tried BEGIN IMMEDIATE would make the measured writer wait):
 
@@ -20,8 +20,8 @@ The probe samples the locks every POLL_SECONDS in a thread of the runner, which 
 waits for the measured process. It does not poll in a tight loop: on the benchmark machine
 two busy processes run at half speed each, so a spinning probe would slow the measured run
 down. Two locks with a gap shorter than one sample between them count as one lock, so the
-reported maximum is an upper bound; measure.py times each read and write transaction of the
-engine and of acme2certifier from inside as well.
+reported maximum is an upper bound. measure.py also times each read and write transaction of the
+engine and of acme2certifier from inside.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ starts with a cold Python heap. Methods:
     upstream  acme2certifier 0.46.3's Housekeeping class, configured through ACME_SRV_CONFIGFILE
     bare      nothing: the peak RSS of this script without any work
 
-The result JSON holds the seconds of the operation alone (imports excluded), its CPU
+The result JSON contains the seconds of the operation alone (imports excluded), its CPU
 seconds, the rows the
 method reports, this program's peak RSS (VmHWM), and for the engine the longest single read (fetch)
 and write transaction, timed by wrapping SQLiteDatabase.fetch and write.
@@ -46,7 +46,7 @@ OPERATIONS = WRITE_OPERATIONS + tuple(REPORT_OPERATIONS)
 
 
 class CallTimer:
-    """Longest duration of the calls of one kind, and the first SQL text of the longest."""
+    """Maximum duration of the calls of one kind, and the SQL text of the slowest call."""
 
     def __init__(self) -> None:
         self.calls = 0
@@ -63,7 +63,10 @@ class CallTimer:
                 self.calls += 1
                 if elapsed > self.max_seconds:
                     self.max_seconds = elapsed
-                    sql = statements if isinstance(statements, str) else statements[0][0] if statements else ""
+                    if isinstance(statements, str):
+                        sql = statements
+                    else:
+                        sql = statements[0][0] if statements else ""
                     self.max_sql = " ".join(str(sql).split())[:200]
         return timed
 
@@ -72,7 +75,7 @@ class CallTimer:
 
 
 class SpanTimer:
-    """Longest time between acme2certifier's DBstore._db_open() and the matching _db_close()."""
+    """Maximum time between acme2certifier's DBstore._db_open() and the matching _db_close()."""
 
     def __init__(self) -> None:
         self.calls = 0
@@ -166,7 +169,7 @@ def run_upstream(operation: str, config: str, now: int, dest: Optional[str]) -> 
     from acme2certifier.dbhandlers import wsgi_handler
 
     # Every database access of the wsgi handler runs from _db_open() to _db_close(), which
-    # commits; the time in between bounds how long that connection held its locks.
+    # commits. The time in between is the upper bound of how long that connection held locks.
     spans = SpanTimer()
     wsgi_handler.DBstore._db_open = spans.wrap_open(wsgi_handler.DBstore._db_open)
     wsgi_handler.DBstore._db_close = spans.wrap_close(wsgi_handler.DBstore._db_close)

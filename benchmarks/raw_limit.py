@@ -3,8 +3,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The raw limit of each operation: one set-based SQL statement, or one streamed SELECT.
 
-Each write operation is one UPDATE or DELETE in one transaction, which is as fast as SQLite
-can do the work, and holds the write lock for all of it. Rules that need a certificate
+Each write operation is one UPDATE or DELETE in one transaction: the least work SQLite can
+do for it, with the write lock held for all of it. Rules that need a certificate
 parsed (dates of rows with expire_uts 0, the dates back-fill) call SQL functions written
 with the cryptography package, so the statement selects the same rows as acme2certifier
 0.46.3 on the benchmark data. The statements cover the rules that the generated data

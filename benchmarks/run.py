@@ -96,10 +96,11 @@ FLEET_PLAYBOOK = os.path.join(REPO, "playbooks", "housekeeping.yml")
 
 def run_process(command: List[str], env: Optional[Dict[str, str]], cap_seconds: float,
                 probe_path: Optional[str] = None, stdout_path: Optional[str] = None) -> Dict[str, Any]:
-    """Run a command in its own session; return wall time, peak RSS, exit status and lock data.
+    """Run a command in its own session and return wall time, exit status, usage and lock data.
 
-    The process group is killed when cap_seconds pass. Peak RSS is ru_maxrss of os.wait4,
-    which is the largest single process of the tree.
+    The process group is killed when cap_seconds pass. tree_maxrss_kib is ru_maxrss of
+    os.wait4, the largest process of the tree. Linux carries ru_maxrss over exec, so it
+    includes this runner's RSS at fork time; measure.py reports VmHWM for that reason.
     """
     probe = lockprobe.LockProbe(probe_path, cap_seconds + 60) if probe_path else None
     busy_before = busy_cpu_seconds()
@@ -144,6 +145,8 @@ def run_process(command: List[str], env: Optional[Dict[str, str]], cap_seconds: 
         "returncode": process.returncode,
         "capped": capped.is_set(),
         "tree_maxrss_kib": usage.ru_maxrss,
+        # CPU seconds of the process and the descendants it waited for, start-up included.
+        "tree_cpu_seconds": usage.ru_utime + usage.ru_stime,
         # CPU seconds per wall second that other processes of the machine used meanwhile
         # (the probe thread of this runner included); 1.0 means one core fully busy.
         "other_load": max(0.0, busy - usage.ru_utime - usage.ru_stime) / wall if wall else None,
@@ -221,8 +224,16 @@ def write_config(directory: str, database: str, manifest: Dict[str, Any]) -> str
 
 
 def copy_database(source: str, target: str) -> float:
+    """Copy the database and flush the copy to disk before anything is measured on it.
+
+    Without the fsync the first commit of the measured process flushes the copied file too:
+    in the 100,000-order results of docs/benchmarks.md that made the first write transaction
+    on each copy take about 200 ms instead of 10 to 50 ms.
+    """
     started = time.perf_counter()
     shutil.copyfile(source, target)
+    with open(target, "rb+") as handle:
+        os.fsync(handle.fileno())
     return time.perf_counter() - started
 
 
@@ -295,8 +306,8 @@ def measure(method: str, operation: str, database: str, manifest: Dict[str, Any]
         with open(playbook, "w", encoding="utf-8") as handle:
             json.dump([{"hosts": "localhost", "gather_facts": False, "tasks": [
                 {"name": "Measured task", f"acmeops.housekeeping.{module}": args}]}], handle)
-        # The tree callback saves the task result to tree/localhost; unlike an extra task
-        # that saves it, the callback adds no time of its own to the run.
+        # The tree callback saves the task result to tree/localhost. An extra task that saved
+        # it would add the time of one more task to the run; the callback only writes a file.
         tree = os.path.join(work, "tree")
         env = dict(ansible_env(), ANSIBLE_CALLBACKS_ENABLED="ansible.builtin.tree", ANSIBLE_CALLBACK_TREE_DIR=tree)
         process = run_process([ANSIBLE_PLAYBOOK, "-i", "localhost,", "-c", "local", playbook], env, cap,
@@ -312,9 +323,10 @@ def measure(method: str, operation: str, database: str, manifest: Dict[str, Any]
                 error = str(task.get("msg"))[:500]
         except (OSError, ValueError, KeyError, IndexError) as exc:
             error = f"cannot read the task result of ansible-playbook: {exc}"
-        # The largest process of the tree, ansible-playbook's controller in practice.
+        # No peak RSS: ru_maxrss of the process tree includes the runner that forked it, and
+        # the module process itself is started by Ansible, out of reach of this runner.
         measurement: Dict[str, Any] = {"seconds": seconds, "method_rows": rows, "error": error,
-                                       "peak_rss_kib": process["tree_maxrss_kib"]}
+                                       "peak_rss_kib": None}
     else:
         command = [PYTHON, os.path.join(BENCH_DIR, "measure.py"), "--method", method, "--operation", operation,
                    "--database", database, "--now", str(now), "--nonce-validity", str(manifest["nonce_validity"]),
@@ -346,6 +358,7 @@ def measure(method: str, operation: str, database: str, manifest: Dict[str, Any]
         capped=process["capped"],
         tree_maxrss_kib=process["tree_maxrss_kib"],
         other_load=process["other_load"],
+        tree_cpu_seconds=process["tree_cpu_seconds"],
         probe=process.get("probe"),
     )
     if dest:
@@ -450,6 +463,10 @@ def summarize(measurements: List[Dict[str, Any]], bare_kib: int) -> Dict[str, Di
             good = [m for m in runs if m["seconds"] is not None and not m["capped"] and not m.get("error")]
             times = [m["seconds"] for m in good]
             cpu = [m["cpu_seconds"] for m in good if m.get("cpu_seconds") is not None]
+            tree_cpu = [m["tree_cpu_seconds"] for m in good if m.get("tree_cpu_seconds") is not None]
+            # The runner's module measurements up to the first 100,000-order run stored the
+            # RSS of the process tree, which includes the runner; they are left out.
+            peaks = [m["peak_rss_kib"] for m in good if m.get("peak_rss_kib") and method != "module"]
             entry: Dict[str, Any] = {
                 "runs": len(runs),
                 "median": statistics.median(times) if times else None,
@@ -460,10 +477,11 @@ def summarize(measurements: List[Dict[str, Any]], bare_kib: int) -> Dict[str, Di
                 "errors": sorted({m["error"] for m in runs if m.get("error")}),
                 "rows": runs[0]["rows"],
                 "cpu_median": statistics.median(cpu) if cpu else None,
+                "tree_cpu_median": statistics.median(tree_cpu) if tree_cpu else None,
                 "other_load_max": max(m.get("other_load") or 0 for m in runs),
                 "method_rows": runs[0]["method_rows"],
-                "peak_rss_mib": max(m["peak_rss_kib"] or 0 for m in runs) / 1024,
-                "rss_above_bare_mib": (max(m["peak_rss_kib"] or 0 for m in runs) - bare_kib) / 1024,
+                "peak_rss_mib": max(peaks) / 1024 if peaks else None,
+                "rss_above_bare_mib": (max(peaks) - bare_kib) / 1024 if peaks else None,
                 "probe_max_lock_ms": max((m.get("probe") or {}).get("max_lock_ms", 0) for m in runs),
                 "probe_max_write_lock_ms": max((m.get("probe") or {}).get("max_write_lock_ms", 0) for m in runs),
             }
@@ -559,6 +577,10 @@ def format_seconds(entry: Optional[Dict[str, Any]]) -> str:
     return f"{entry['median']:.2f}"
 
 
+def _number(value: Optional[float], digits: int = 0) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
 def format_ratio(value: Optional[float], prefix: str = "") -> str:
     return "-" if value is None else f"{prefix}{value:.2f}x"
 
@@ -573,8 +595,8 @@ def markdown(results: Dict[str, Any]) -> str:
             f"{size['bare_interpreter_kib'] / 1024:.1f} MiB. Seconds are the median (min-max) of the runs; "
             "'load' is the highest CPU use of other processes during a run, in cores.", "",
             "| operation | rows | engine s | module s | raw s | upstream s | engine/raw | engine/raw CPU "
-            "| module - engine s | upstream/engine | engine RSS above bare MiB | load |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "| module - engine s | module - engine CPU s | upstream/engine | engine RSS above bare MiB | load |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for operation, methods in size["summary"].items():
             lines.append(_overview_row(operation, methods))
@@ -585,7 +607,7 @@ def markdown(results: Dict[str, Any]) -> str:
             for method, entry in methods.items():
                 inside = entry.get("inside_max_lock_ms")
                 lines.append(
-                    f"| {operation} | {method} | {entry['runs']} | {entry['rows']} | {entry['peak_rss_mib']:.0f} | "
+                    f"| {operation} | {method} | {entry['runs']} | {entry['rows']} | {_number(entry['peak_rss_mib'])} | "
                     f"{'-' if inside is None else f'{inside:.0f}'} | {entry['probe_max_lock_ms']:.0f} | "
                     f"{entry['probe_max_write_lock_ms']:.0f} | {'; '.join(entry['errors'])[:120] or '-'} |"
                 )
@@ -612,13 +634,17 @@ def _overview_row(operation: str, methods: Dict[str, Dict[str, Any]]) -> str:
     overhead = "-"
     if module and module["median"] is not None and engine_s is not None:
         overhead = f"{module['median'] - engine_s:.2f}"
+    cpu_overhead = "-"
+    if module and engine and module.get("tree_cpu_median") is not None and engine.get("tree_cpu_median") is not None:
+        cpu_overhead = f"{module['tree_cpu_median'] - engine['tree_cpu_median']:.2f}"
     cpu_ratio = ratio(engine.get("cpu_median") if engine else None, raw.get("cpu_median") if raw else None)
     load = max(entry.get("other_load_max", 0) for entry in methods.values())
     rows = engine["rows"] if engine else "-"
-    rss = f"{engine['rss_above_bare_mib']:.1f}" if engine else "-"
+    rss = _number(engine["rss_above_bare_mib"], 1) if engine else "-"
     return (f"| {operation} | {rows} | {format_seconds(engine)} | {format_seconds(module)} | {format_seconds(raw)} | "
             f"{format_seconds(upstream)} | {format_ratio(ratio(engine_s, raw['median'] if raw else None))} | "
-            f"{format_ratio(cpu_ratio)} | {overhead} | {format_ratio(upstream_ratio, prefix)} | {rss} | {load:.2f} |")
+            f"{format_ratio(cpu_ratio)} | {overhead} | {cpu_overhead} | {format_ratio(upstream_ratio, prefix)} | {rss} | "
+            f"{load:.2f} |")
 
 
 def log(message: str) -> None:

@@ -107,10 +107,16 @@ def test_methods_change_same_rows(results, operation):
 
 @pytest.mark.parametrize("operation", REPORTS)
 def test_reports_have_rows(results, operation):
-    summary = results["direct"]["sizes"][0]["summary"][operation]
+    summaries = results["direct"]["sizes"][0]["summary"]
+    summary = summaries[operation]
     assert summary["engine"]["errors"] == []
     assert summary["engine"]["rows"] > 0
-    assert summary["engine"]["method_rows"] == summary["engine"]["rows"]
+    if operation == "report_accounts_nested":
+        # The file has one element per account; the engine counts the flat rows it grouped.
+        assert summary["engine"]["rows"] == ORDERS // 10
+        assert summary["engine"]["method_rows"] == summaries["report_accounts_csv"]["engine"]["rows"]
+    else:
+        assert summary["engine"]["method_rows"] == summary["engine"]["rows"]
     # The raw SELECT lists accounts without orders too, like the engine and unlike upstream.
     assert summary["raw"]["rows"] == summary["engine"]["rows"]
     assert summary["upstream"]["rows"] > 0

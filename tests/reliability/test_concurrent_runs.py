@@ -293,6 +293,8 @@ CHANGES = {
     "cleanup-blank": ("certificate", "UPDATE certificate SET expire_uts = ? WHERE id = ?", NOW + 30 * 86400),
     "cleanup-purge": ("certificate", "UPDATE certificate SET expire_uts = ? WHERE id = ?", NOW + 30 * 86400),
 }
+
+
 @pytest.mark.parametrize("name", [
     "invalidate", "cleanup-nonces",
     "cleanup-blank",

@@ -226,3 +226,15 @@ def test_job_log_file_unwritable(job_dir: Path, capsys):
     assert job.main(["--config", str(config), "--log-file", str(missing)]) == job.EXIT_USAGE
     assert f"Cannot open the log file {missing}" in capsys.readouterr().err
     assert not (job_dir / "state" / "status.json").exists()
+
+
+def test_job_backup_keep_prunes_copies(job_dir: Path):
+    config = _write_config(job_dir, backup=True, backup_keep=1, invalidate=False, account_report=False,
+                           certificate_report=False)
+    assert _run(job_dir, config) == job.EXIT_OK
+    shutil.copyfile(EXAMPLE_DB, job_dir / "acme_srv.db")
+    assert _run(job_dir, config) == job.EXIT_OK
+
+    backups = sorted(path.name for path in job_dir.iterdir() if path.name.endswith(".bak"))
+    assert len(backups) == 1, backups
+    assert query(job_dir / backups[0], "SELECT count(*) FROM nonce") == [(13,)]

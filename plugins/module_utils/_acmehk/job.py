@@ -84,6 +84,7 @@ class JobConfig:
     cleanup_targets: List[str] = field(default_factory=lambda: list(CLEANUP_TARGETS))
     purge: bool = False
     backup: bool = False
+    backup_keep: Optional[int] = None
     operation_reports: bool = True
     operation_report_format: str = "csv"
     account_report: bool = True
@@ -111,7 +112,7 @@ _BOOL_KEYS = {
     "account_report_nested", "certificate_report",
 }
 _INT_KEYS = {"report_retention"}
-_OPTIONAL_INT_KEYS = {"nonce_validity"}
+_OPTIONAL_INT_KEYS = {"nonce_validity", "backup_keep"}
 _LIST_KEYS = {"invalidate_targets": INVALIDATE_TARGETS, "cleanup_targets": CLEANUP_TARGETS}
 _FORMAT_KEYS = {"operation_report_format", "account_report_format", "certificate_report_format"}
 _JOB_KEYS = tuple(item.name for item in fields(JobConfig) if item.name != "engine_options")
@@ -413,7 +414,7 @@ def _run_steps(job: JobConfig, now: int, staging: str, outcome: _Outcome) -> Non
             result = run_cleanup(
                 settings, job.cleanup_targets, check_mode=False, purge=job.purge,
                 nonce_validity=job.nonce_validity, backup=job.backup, report_dest=cleanup_report,
-                report_format=job.operation_report_format, force=job.force,
+                report_format=job.operation_report_format, force=job.force, backup_keep=job.backup_keep,
             )
             outcome.record(result, job.cleanup_targets)
             if result.get("backup_file"):
