@@ -114,7 +114,8 @@ test: $(INSTALL_STAMP) ## Install if needed, then run all checks and tests
 
 # N sets the number of orders of the one database size to measure (make bench N=100000).
 # Without N the benchmark runs 10000, 100000 and 1000000 orders and the fleet run, which
-# takes hours and about 40 GB of disk on a 2-core machine; docs/benchmarks.md has the details.
+# takes hours and, by an estimate from the 100,000-order run, about 22 GB of disk on a
+# 2-core machine; docs/benchmarks.md has the details.
 .PHONY: bench
 bench: $(INSTALL_STAMP) ## Run the benchmarks (benchmarks/run.py); N=100000 measures one size
 	$(COLLECTION_ENV) $(VENV)/bin/python benchmarks/run.py $(if $(N),--sizes $(N),--fleet)

@@ -247,7 +247,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         else:
             result.update(seconds=0.0, rows=None)
     except MemoryError:
-        result["error"] = "MemoryError: the memory cap was reached"
+        result["error"] = "MemoryError: the address space limit set by --memory-cap was reached"
         status = 3
     except Exception as exc:  # pylint: disable=broad-exception-caught
         result["error"] = f"{type(exc).__name__}: {exc}"

@@ -445,8 +445,8 @@ def finish(measurement: Dict[str, Any], run: int, orders: int, measurements: Lis
         # A run that hits a cap is not repeated: the next one would hit it too.
         capped_upstream.add((method, operation))
     seconds = measurement["seconds"]
-    shown = f"{seconds:.3f} s" if seconds is not None else "-"
-    log(f"N={orders} run {run + 1} {method:8} {operation:26} {shown:>12} rows={measurement['rows']} "
+    seconds_text = f"{seconds:.3f} s" if seconds is not None else "-"
+    log(f"N={orders} run {run + 1} {method:8} {operation:26} {seconds_text:>12} rows={measurement['rows']} "
         f"rss={(measurement['peak_rss_kib'] or 0) // 1024} MiB lock={(measurement.get('probe') or {}).get('max_lock_ms')} ms"
         + f" other_load={measurement['other_load']:.2f}"
         + (f" ERROR {measurement['error']}" if measurement.get("error") else ""))
