@@ -52,7 +52,7 @@ options:
   busy_timeout:
     description:
       - Seconds to wait for a lock that the running acme2certifier server (or another
-        housekeeping run) holds before the task fails.
+        housekeeping run) keeps before the task fails.
     type: float
     default: 10.0
   batch_size:
@@ -63,9 +63,9 @@ options:
     default: 500
   db_handler:
     description:
-      - The acme2certifier database handler whose tables the database holds.
+      - The acme2certifier database handler whose tables the database contains.
       - V(auto) reads C([DBhandler] handler) from C(acme_srv.cfg) to find the database, and
-        otherwise tells the handlers apart by their tables (C(orders) for V(wsgi),
+        otherwise distinguishes the handlers by their tables (C(orders) for V(wsgi),
         C(acme_srv_order) for V(django)).
     type: str
     choices: [auto, wsgi, django]
@@ -92,7 +92,7 @@ options:
     aliases: [login_port]
   db_name:
     description:
-      - Name of the database that holds acme2certifier's C(acme_srv_*) tables.
+      - Name of the database that contains acme2certifier's C(acme_srv_*) tables.
     type: str
     aliases: [login_db]
   db_user:

@@ -3,8 +3,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The modules on a database made by a real acme2certifier 0.46.3 server, against upstream's own run.
 
-One copy of the database goes through acme2certifier's Housekeeping class, the other through
-the modules with the same cutoff; afterwards every table must be identical row by row.
+One copy of the database goes through acme2certifier's Housekeeping class and the other through
+the modules, with the same cutoff. Afterwards every table must be identical row by row.
 """
 
 from __future__ import annotations
@@ -151,8 +151,8 @@ def test_reports_match_upstream(server_db, playbook, tmp_path):
             {"database": str(ours_db), "report": report, "format": report_format, "nested": nested, "dest": str(out / name)},
         )
 
-    # Accounts that never placed an order are listed by the modules only; the real server
-    # creates none here, so the account reports must match upstream's apart from row order.
+    # Only the modules list accounts that never placed an order. The real server creates none
+    # here, so the account reports must match upstream's apart from row order.
     up_lines = (out / "up_accounts.csv").read_bytes().split(b"\r\n")
     our_lines = (out / "accounts.csv").read_bytes().split(b"\r\n")
     assert up_lines[0] == our_lines[0]

@@ -43,7 +43,7 @@ def _new_parser() -> configparser.ConfigParser:
 
 @dataclass
 class Installation:
-    """Where the configuration and the database of one acme2certifier instance are."""
+    """Paths of the configuration and the database of one acme2certifier instance."""
 
     database: str
     config_path: Optional[str] = None
@@ -193,7 +193,7 @@ _DJANGO_ENGINES = {
 
 
 def configured_handler(installation: Installation) -> Optional[str]:
-    """Return the database handler that acme_srv.cfg selects, or None when it does not say."""
+    """Return the database handler that acme_srv.cfg selects, or None when it selects none."""
     for option in ("handler", "handler_module"):
         value = (installation.option("DBhandler", option) or "").strip().lower()
         if "django" in value:

@@ -22,7 +22,7 @@ Statement = Tuple[str, Sequence[Any]]
 
 
 class Database:
-    """What the engine needs from a backend: short reads, batched writes, table metadata.
+    """Backend interface of the engine: short reads, batched writes, table metadata.
 
     Statements use ``?`` placeholders; backends whose driver expects ``%s`` convert them.
     """

@@ -213,7 +213,7 @@ def _server_settings(settings: Settings, engine: str, django: Dict[str, Any]) ->
         client_key=settings.client_key,
     )
     if not server.name:
-        raise OptionError(f"No database name for {engine}. Set db_name to the database that holds acme2certifier's tables.")
+        raise OptionError(f"No database name for {engine}. Set db_name to the database that contains acme2certifier's tables.")
     return server
 
 

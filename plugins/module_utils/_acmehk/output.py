@@ -34,9 +34,9 @@ def json_text(value: Any, indent_level: int = 0) -> str:
 
 
 class Sink:
-    """Where report text goes: a temporary file beside dest, a checksum, and optionally memory.
+    """Destination of report text: a temporary file beside dest, a checksum, and optionally memory.
 
-    In check mode no file is written; the checksum still tells whether dest would change.
+    In check mode no file is written; the checksum still shows whether dest would change.
     """
 
     def __init__(self, dest: Optional[str], write_file: bool, keep_content: bool = False) -> None:
