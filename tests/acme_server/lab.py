@@ -691,14 +691,20 @@ def serve(port: int) -> None:
         acme2certifier_wsgi.application,
         handler_class=acme2certifier_wsgi.get_handler_cls(),
     )
-    # SIGTERM from stop_server() only sets a flag: the request in progress
-    # finishes and the loop ends before the next one. Raising SystemExit in
-    # the handler would not work, because wsgiref's handler catches every
-    # exception of the application and keeps serving.
+    serve_until_sigterm(server, f"acme2certifier listening on 127.0.0.1:{port}")
+
+
+def serve_until_sigterm(server: Any, banner: str) -> None:
+    """Handle requests until SIGTERM, letting the request in progress finish.
+
+    SIGTERM from stop_server() only sets a flag, and the loop ends before the next request.
+    Raising SystemExit in the handler would not work, because wsgiref's handler catches every
+    exception of the application and keeps serving.
+    """
     stop_requested = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: stop_requested.set())
     server.timeout = 0.2
-    print(f"acme2certifier listening on 127.0.0.1:{port}", flush=True)
+    print(banner, flush=True)
     try:
         while not stop_requested.is_set():
             server.handle_request()

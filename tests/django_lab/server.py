@@ -33,10 +33,8 @@ import argparse
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -173,18 +171,7 @@ def serve(port: int) -> None:
     from acme2certifier.django_project.wsgi import application  # pylint: disable=import-outside-toplevel
 
     server = make_server("127.0.0.1", port, application)
-    # As in lab.serve(): SIGTERM only sets a flag, so the request in progress
-    # finishes and the loop ends before the next one.
-    stop_requested = threading.Event()
-    signal.signal(signal.SIGTERM, lambda signum, frame: stop_requested.set())
-    server.timeout = 0.2
-    print(f"acme2certifier (Django) listening on 127.0.0.1:{port}", flush=True)
-    try:
-        while not stop_requested.is_set():
-            server.handle_request()
-    finally:
-        server.server_close()
-    print("acme2certifier stopped", flush=True)
+    lab.serve_until_sigterm(server, f"acme2certifier (Django) listening on 127.0.0.1:{port}")
 
 
 # ---------------------------------------------------------------------------
