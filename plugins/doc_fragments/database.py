@@ -57,10 +57,42 @@ options:
     default: 10.0
   batch_size:
     description:
-      - Rows per read page and per write transaction. Smaller batches hold locks for a
-        shorter time; larger batches finish sooner.
+      - Rows per read page, and rows of the first write transaction of each operation.
+      - Later write transactions grow and shrink with O(batch_time), but never get smaller
+        than O(batch_size). Lower it when even this many rows take longer than
+        O(batch_time) to write.
+      - Each read statement examines the rows of a range of at least this many ids, so a
+        selective filter never scans a whole table in one statement.
     type: int
     default: 500
+  batch_time:
+    description:
+      - Seconds that one write transaction or one read statement should take at most, which
+        bounds how long the acme2certifier server has to wait for a lock.
+      - After a write transaction that took less than a quarter of this time the next one
+        gets four times the rows, and after one that took less than half of it twice the
+        rows, up to 64 times O(batch_size). After one that took longer than this time, the
+        next one gets half the rows, down to O(batch_size). Read statements adapt the id
+        range they examine in the same way.
+      - Larger values finish sooner because fewer commits are needed, and let the server wait
+        longer. V(0) turns the adaptation off, so every write transaction has exactly
+        O(batch_size) rows and every read examines O(batch_size) ids.
+      - The time includes any wait for the lock at the start of a transaction, so a busy
+        server makes the batches smaller.
+    type: float
+    default: 0.05
+  batch_pause:
+    description:
+      - Seconds to sleep after each write transaction, so that the acme2certifier server can
+        take the write lock between two transactions of a long run.
+      - SQLite's default busy handler (C(sqliteDefaultBusyCallback) in SQLite's C(main.c))
+        retries a locked write after 1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50 and then every
+        100 ms, so without a pause a waiting server seldom finds the lock free between
+        back-to-back transactions.
+      - Larger values let the server in sooner and slow the run by this time per
+        transaction. V(0) writes without pauses, the fastest way when no server runs.
+    type: float
+    default: 0.01
   db_handler:
     description:
       - The acme2certifier database handler whose tables the database contains.

@@ -570,17 +570,14 @@ def test_text_in_integer_column_reported(playbook, example_db, table, column, mo
     assert table_rows(example_db, table)[0] == row
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine gap: rows that no rule can judge are left out silently instead of being listed in skipped: a "
-    "certificate with NULL expire_uts (operations.plan_certificates), a nonce whose created_at is not a date "
-    "(operations.plan_nonces), an authorization whose status_id has no status row (operations."
-    "plan_authorizations). Fix: add a query per case, like _text_in_number_column, that lists them with the reason"))
-@pytest.mark.parametrize("table, statement, module", [
-    ("certificate", "UPDATE certificate SET expire_uts = NULL WHERE id = {id}", "acme_hk_cleanup"),
-    ("nonce", "UPDATE nonce SET created_at = 'yesterday' WHERE id = {id}", "acme_hk_cleanup"),
-    ("authorization", 'UPDATE "authorization" SET status_id = 99, expires = 1 WHERE id = {id}', "acme_hk_invalidate"),
+@pytest.mark.parametrize("table, statement, module, needle", [
+    ("certificate", "UPDATE certificate SET expire_uts = NULL WHERE id = {id}", "acme_hk_cleanup", "expire_uts is NULL"),
+    ("nonce", "UPDATE nonce SET created_at = 'yesterday' WHERE id = {id}", "acme_hk_cleanup",
+     "created_at 'yesterday' is not a date"),
+    ("authorization", 'UPDATE "authorization" SET status_id = 99, expires = 1 WHERE id = {id}', "acme_hk_invalidate",
+     "status_id 99 has no row"),
 ], ids=["certificate-null-expire", "nonce-text-created", "authorization-unknown-status"])
-def test_unjudgeable_row_reported(playbook, example_db, table, statement, module):
+def test_unjudgeable_row_reported(playbook, example_db, table, statement, module, needle):
     row_id = table_rows(example_db, table)[0][0]
     _sql(example_db, statement.format(id=row_id))
     row = table_rows(example_db, table)[0]
@@ -588,7 +585,8 @@ def test_unjudgeable_row_reported(playbook, example_db, table, statement, module
     result = playbook.run(module, _args(module, example_db, targets=["certificates", "nonces"])
                           if module == "acme_hk_cleanup" else _args(module, example_db))
 
-    assert _skipped(result, table, row_id)["reason"]
+    reason = _skipped(result, table, row_id)["reason"]
+    assert needle in reason, f"{needle!r} missing from: {reason}"
     assert table_rows(example_db, table)[0] == row
 
 
@@ -655,6 +653,20 @@ def test_invalid_grace_period_values(playbook, example_db, value):
 def test_invalid_batch_size_values(playbook, example_db, value, needles):
     before = Fingerprint(example_db)
     _fails(playbook, "acme_hk_cleanup", _args("acme_hk_cleanup", example_db, batch_size=value), *needles)
+    before.assert_unchanged()
+
+
+@pytest.mark.parametrize("option, value, needles", [
+    ("batch_time", -1, ("Invalid value for batch_time", "-1", "from 0", "0.05")),
+    ("batch_time", 30, ("Invalid value for batch_time", "30", "to 10")),
+    ("batch_time", "fast", ("batch_time", "convert to float")),
+    ("batch_pause", -0.5, ("Invalid value for batch_pause", "-0.5", "from 0", "0.01")),
+    ("batch_pause", "nan", ("Invalid value for batch_pause", "nan", "from 0")),
+    ("batch_pause", "soon", ("batch_pause", "convert to float")),
+])
+def test_invalid_batch_seconds(playbook, example_db, option, value, needles):
+    before = Fingerprint(example_db)
+    _fails(playbook, "acme_hk_invalidate", _args("acme_hk_invalidate", example_db, **{option: value}), *needles)
     before.assert_unchanged()
 
 

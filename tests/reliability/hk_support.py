@@ -350,6 +350,27 @@ def op(name: str, database: Path, settings: Optional[Dict[str, Any]] = None, **a
     return {"op": name, "settings": merged, "args": args}
 
 
+def files_open_in(pid: int, directory: Path) -> List[str]:
+    """Return what pid has open inside directory, as /proc shows it.
+
+    A file opened with O_TMPFILE has no name; /proc shows it as '<directory>/#<inode> (deleted)'.
+    """
+    prefix = str(directory) + os.sep
+    found = []
+    try:
+        entries = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return found
+    for entry in entries:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{entry}")
+        except OSError:
+            continue
+        if target.startswith(prefix):
+            found.append(target)
+    return found
+
+
 def descendants(root: int) -> List[int]:
     """Return the pids of all processes below root, read from /proc."""
     children: Dict[int, List[int]] = {}

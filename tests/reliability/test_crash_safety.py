@@ -44,6 +44,7 @@ from hk_support import (
     assert_whole_batches,
     build_bulk_database,
     changed_ids,
+    files_open_in,
     integrity,
     module_pid,
     op,
@@ -80,7 +81,8 @@ class CrashCase:
 
 
 def _settings() -> Dict[str, Any]:
-    return {"batch_size": BATCH_SIZE}
+    # Fixed batches (batch_time 0), so every transaction changes a known number of rows.
+    return {"batch_size": BATCH_SIZE, "batch_time": 0}
 
 
 def _invalidate(database: Path) -> List[Dict[str, Any]]:
@@ -101,7 +103,7 @@ def _nonces(database: Path) -> List[Dict[str, Any]]:
 
 def _dates(database: Path) -> List[Dict[str, Any]]:
     # Fewer rows need back-filled dates, so smaller batches give the kills enough transactions.
-    return [op("cleanup", database, {"batch_size": 5}, targets=["certificate_dates"])]
+    return [op("cleanup", database, {"batch_size": 5, "batch_time": 0}, targets=["certificate_dates"])]
 
 
 def _backup(database: Path) -> List[Dict[str, Any]]:
@@ -326,6 +328,7 @@ def test_kill_during_report(bulk_databases, memory_tmp):
         kills += 1
         content = dest.read_bytes()
         assert content in (old_bytes, new_bytes), f"kill {kills}: {dest} holds a partial report ({len(content)} bytes)"
+        assert os.listdir(reports) == [dest.name], f"kill {kills}: files left beside dest: {os.listdir(reports)}"
         outcomes["old" if content == old_bytes else "new"] += 1
 
     rerun = run_ops(report_ops())[0]
@@ -362,11 +365,11 @@ def test_kill_module_process(module, bulk_databases, tmp_path, playbook):
     extra, phases = PLAYBOOK_CASES[module]
     # batch_size 10 makes the writes last about a second, longer than finding the module process.
     database = _fresh_copy(bulk_databases["delete"], tmp_path / "db")
-    args = {"database": str(database), "now": NOW, "batch_size": 10}
+    args = {"database": str(database), "now": NOW, "batch_size": 10, "batch_time": 0}
     args.update(extra)
     old = snapshot(database)
     reference_db = _fresh_copy(bulk_databases["delete"], tmp_path / "reference")
-    run_ops([op("invalidate" if module == "acme_hk_invalidate" else "cleanup", reference_db, {"batch_size": 10},
+    run_ops([op("invalidate" if module == "acme_hk_invalidate" else "cleanup", reference_db, {"batch_size": 10, "batch_time": 0},
                 **extra)])
     new = snapshot(reference_db)
     rng = seeded_random(module)
@@ -434,8 +437,8 @@ def test_kill_report_module_process(bulk_databases, tmp_path, playbook):
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(COLLECTIONS), ANSIBLE_NOCOLOR="1",
                ANSIBLE_PYTHON_INTERPRETER=os.environ.get("ANSIBLE_PYTHON_INTERPRETER", sys.executable))
     ansible_playbook = shutil.which("ansible-playbook") or str(Path(sys.executable).parent / "ansible-playbook")
-    # The kill comes when the temporary report file appears, or after fallback seconds for an
-    # engine that writes the report without a visible temporary file.
+    # The kill comes when the module has the report file open (O_TMPFILE files have no name,
+    # /proc shows them), or after fallback seconds.
     fallback = 0.4
     for _attempt in range(4):
         process = subprocess.Popen(  # pylint: disable=consider-using-with
@@ -450,7 +453,8 @@ def test_kill_report_module_process(bulk_databases, tmp_path, playbook):
                 pid = module_pid(process.pid, "acme_hk_report")
                 time.sleep(0.01)
             seen = time.monotonic()
-            while not [name for name in os.listdir(reports) if name.endswith(".tmp")]:
+            while not ([name for name in os.listdir(reports) if name.endswith(".tmp")]
+                       or files_open_in(pid, reports)):
                 if time.monotonic() - seen > fallback or process.poll() is not None:
                     break
                 time.sleep(0.0005)

@@ -1,11 +1,7 @@
 # Copyright (c) 2026 acmeops.housekeeping contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Files that a killed run leaves beside dest and the database, and how many backups stay.
-
-The strict xfail tests describe engine behaviour that is still missing; each reason names the
-function to change. They fail (XPASS) once the engine is fixed, and then lose their mark.
-"""
+"""Files that a killed run leaves beside dest and the database, and how many backups stay."""
 
 from __future__ import annotations
 
@@ -18,7 +14,8 @@ from typing import Any, Dict, List
 
 import pytest
 
-from hk_support import NOW, DAY, BulkShape, build_bulk_database, integrity, op, run_ops, start_runner
+from hk_support import (NOW, DAY, BulkShape, build_bulk_database, files_open_in, integrity, op, run_ops,
+                        start_runner)
 
 
 def _poll_until(predicate, timeout: float = 60, interval: float = 0.0005) -> bool:
@@ -43,15 +40,16 @@ def _copy(source: Path, folder: Path) -> Path:
 
 
 def _kill_when_present(ops: List[Dict[str, Any]], folder: Path, matches) -> List[str]:
-    """Run ops, SIGKILL the runner as soon as a file matching matches() exists in folder.
+    """Run ops, SIGKILL the runner as soon as it has a matching file open in folder, or one is named there.
 
-    Returns the names that were in folder at the moment of the kill.
+    Returns what was seen at the moment of the kill.
     """
     runner = start_runner(ops)
     seen: List[str] = []
 
     def present() -> bool:
         names = [name for name in os.listdir(folder) if matches(name)]
+        names += [os.path.basename(target) for target in files_open_in(runner.pid, folder) if matches(target)]
         seen[:] = names
         return bool(names) or runner.process.poll() is not None
 
@@ -71,10 +69,6 @@ def _cleanup_report_ops(database: Path, dest: Path) -> List[Dict[str, Any]]:
                report_dest=str(dest), report_format="json")]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine gap: output.Sink._open_temp writes the report to tempfile.mkstemp('.<name>.*.tmp') beside dest, "
-    "and SIGKILL leaves that file behind. Fix: open the file with O_TMPFILE and link it to dest when done, "
-    "or delete stale '.<name>.*.tmp' files of dead runs at the start"))
 @pytest.mark.parametrize("build_ops", [_report_ops, _cleanup_report_ops], ids=["report-dest", "cleanup-report-dest"])
 def test_killed_report_leaves_no_temp_file(build_ops, bulk_db, tmp_path):
     database = _copy(bulk_db, tmp_path / "db")
@@ -83,25 +77,36 @@ def test_killed_report_leaves_no_temp_file(build_ops, bulk_db, tmp_path):
     dest = reports / "report.json"
     before = sorted(os.listdir(reports))
 
-    seen = _kill_when_present(build_ops(database, dest), reports, lambda name: name.endswith(".tmp"))
+    # The report file is open without a name (O_TMPFILE) or under a hidden temporary name.
+    seen = _kill_when_present(build_ops(database, dest), reports,
+                              lambda name: name.endswith(".tmp") or name.endswith(" (deleted)"))
 
     assert seen, "the kill did not come while the report was written"
     assert not dest.exists(), "dest appeared although the run was killed before it finished"
     assert sorted(os.listdir(reports)) == before
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine gap: engine._backup copies straight to '<database>.<time>.<pid>.bak', so SIGKILL during the copy "
-    "leaves a partial backup and its '-journal' beside the database, and the partial file looks like a "
-    "real backup. Fix: copy to a temporary name in the same directory and rename it when the copy is complete"))
-def test_killed_backup_leaves_no_partial_file(bulk_db, tmp_path):
+def test_killed_backup_leaves_no_partial_backup(bulk_db, tmp_path):
+    """A partial backup never carries the .bak name, and the next backup removes it.
+
+    SQLite's backup API needs a named target file, so the copy in progress has a hidden
+    '.<database>.<time>.<pid>.bak.tmp' name that SIGKILL leaves behind.
+    """
     database = _copy(bulk_db, tmp_path / "db")
     ops = [op("cleanup", database, {"batch_size": 50}, targets=["certificates"], purge=True, backup=True)]
 
-    seen = _kill_when_present(ops, database.parent, lambda name: name.endswith(".bak"))
+    seen = _kill_when_present(ops, database.parent, lambda name: name.endswith(".bak.tmp"))
 
     assert seen, "the kill did not come while the backup was written"
-    assert sorted(os.listdir(database.parent)) == [database.name]
+    left = sorted(os.listdir(database.parent))
+    assert not [name for name in left if name.endswith(".bak")], f"a partial backup has the .bak name: {left}"
+    assert integrity(database) == "ok"
+
+    rerun = run_ops(ops)[0]
+
+    backup = Path(rerun["backup_file"])
+    assert sorted(os.listdir(database.parent)) == sorted([database.name, backup.name])
+    assert integrity(backup) == "ok"
 
 
 def test_killed_write_journal_removed_by_next_open(bulk_db, tmp_path):

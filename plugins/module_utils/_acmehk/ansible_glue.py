@@ -9,6 +9,7 @@ from typing import Any, Callable, Dict
 
 from ansible.module_utils.basic import missing_required_lib
 
+from .batching import DEFAULT_BATCH_PAUSE, DEFAULT_BATCH_TIME
 from .db_server import MissingDriver
 from .engine import Settings
 from .errors import HousekeepingError
@@ -24,6 +25,8 @@ def common_argument_spec() -> Dict[str, Any]:
         grace_period=dict(type="raw", default=0),
         busy_timeout=dict(type="float", default=10.0),
         batch_size=dict(type="int", default=500),
+        batch_time=dict(type="float", default=DEFAULT_BATCH_TIME),
+        batch_pause=dict(type="float", default=DEFAULT_BATCH_PAUSE),
         db_handler=dict(type="str", default="auto", choices=["auto", "wsgi", "django"]),
         db_engine=dict(type="str", choices=["sqlite", "postgresql", "mysql"]),
         db_host=dict(type="str", aliases=["login_host"]),

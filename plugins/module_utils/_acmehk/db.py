@@ -15,6 +15,7 @@ import time
 import urllib.parse
 from typing import Any, Iterator, List, Optional, Sequence, Set, Tuple
 
+from .batching import AdaptiveSize
 from .errors import DatabaseError, LockTimeout
 
 Row = Tuple[Any, ...]
@@ -54,21 +55,56 @@ class Database:
     def close(self) -> None:
         raise NotImplementedError
 
-    def pages(self, sql: str, params: Sequence[Any], batch_size: int) -> Iterator[List[Row]]:
-        """Yield rows of a keyset-paged SELECT, each page read in its own short transaction.
+    def pages(
+        self, table: str, sql: str, params: Sequence[Any], batch_size: int, budget: float = 0.0
+    ) -> Iterator[List[Row]]:
+        """Yield the rows of a SELECT in key order, each page read by one short statement.
 
-        The statement selects the integer paging key first and ends with
-        ``AND <key> > ? ORDER BY <key> LIMIT ?``; those two placeholders follow params.
+        Convention for callers:
+
+        * table is the quoted name of the table whose numeric ``id`` column is the paging key;
+        * sql selects that key first and ends with
+          ``AND <key> > ? AND <key> <= ? ORDER BY <key> LIMIT ?``, for example
+          ``... WHERE certificate.expire_uts = 0 AND certificate.id > ? AND certificate.id <= ?
+          ORDER BY certificate.id LIMIT ?``; pages() appends the values of these three
+          placeholders to params.
+
+        Every statement reads at most batch_size rows and examines only the ids of one span,
+        so a selective filter never scans the whole table at once. The span starts at
+        batch_size ids. With budget > 0 (seconds) it doubles while a statement takes less than
+        half of budget without filling a page, and halves when one takes longer than budget.
+        The smallest and largest id are read once at the start, so rows inserted later are
+        not visited.
         """
-        last = -(2 ** 63)
-        while True:
-            rows = self.fetch(sql, list(params) + [last, batch_size])
-            if not rows:
-                return
-            yield rows
-            if len(rows) < batch_size:
-                return
-            last = rows[-1][0]
+        bounds = self.key_bounds(table)
+        if bounds is None:
+            return
+        low, high = bounds
+        span = AdaptiveSize(batch_size, budget)
+        last = low - 1
+        while last < high:
+            upper = min(last + span.size, high)
+            started = time.monotonic()
+            rows = self.fetch(sql, [*params, last, upper, batch_size])
+            full = len(rows) >= batch_size
+            span.record(time.monotonic() - started, can_grow=not full)
+            if rows:
+                yield rows
+            # A full page may have stopped inside the span, so the next one starts after it.
+            last = rows[-1][0] if full else upper
+
+    def key_bounds(self, table: str) -> Optional[Tuple[Any, Any]]:
+        """Return the smallest and largest numeric id of table, or None when it has no rows.
+
+        Each bound is one index lookup. BETWEEN leaves out ids stored as text or blob, which
+        SQLite sorts after every number.
+        """
+        limits = [-(2 ** 63), 2 ** 63 - 1]
+        low = self.fetch(f"SELECT id FROM {table} WHERE id BETWEEN ? AND ? ORDER BY id LIMIT 1", limits)
+        if not low:
+            return None
+        high = self.fetch(f"SELECT id FROM {table} WHERE id BETWEEN ? AND ? ORDER BY id DESC LIMIT 1", limits)
+        return low[0][0], high[0][0]
 
 
 class SQLiteDatabase(Database):
@@ -181,6 +217,8 @@ class SQLiteDatabase(Database):
         """Copy the database with SQLite's online backup, which yields to the running server."""
         target = sqlite3.connect(destination)
         try:
+            # The copy is a temporary file until it is complete, so it needs no journal of its own.
+            target.execute("PRAGMA journal_mode=OFF")
             # Small steps with a pause, so the server's writes are never held up for long.
             self.connection.backup(target, pages=256, sleep=0.005)
         finally:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 import re
 import sqlite3
@@ -20,6 +21,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from . import operations as ops
 from . import reports
+from .batching import DEFAULT_BATCH_PAUSE, DEFAULT_BATCH_TIME
 from .config import (
     DEFAULT_NONCE_VALIDITY,
     Installation,
@@ -36,6 +38,9 @@ from .schema import KNOWN_DBVERSION, detect
 from .timeutil import format_utc, parse_duration, parse_now
 
 ISO_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+# Upper bound of batch_time and batch_pause: longer values would hold the server's writers
+# for seconds, or stretch a run over hours, and are almost certainly a unit mistake.
+MAX_BATCH_SECONDS = 10.0
 
 
 @dataclass
@@ -49,6 +54,8 @@ class Settings:
     grace_period: Any = 0
     busy_timeout: float = 10.0
     batch_size: int = 500
+    batch_time: float = DEFAULT_BATCH_TIME
+    batch_pause: float = DEFAULT_BATCH_PAUSE
     db_handler: str = "auto"
     db_engine: Optional[str] = None
     db_host: Optional[str] = None
@@ -73,6 +80,8 @@ class Settings:
             grace_period=params.get("grace_period"),
             busy_timeout=_default(params.get("busy_timeout"), 10.0),
             batch_size=_default(params.get("batch_size"), 500),
+            batch_time=_default(params.get("batch_time"), DEFAULT_BATCH_TIME),
+            batch_pause=_default(params.get("batch_pause"), DEFAULT_BATCH_PAUSE),
             db_handler=_default(params.get("db_handler"), "auto"),
             db_engine=params.get("db_engine"),
             db_host=params.get("db_host"),
@@ -96,6 +105,18 @@ class Settings:
                 f"Invalid value for batch_size: {self.batch_size!r}. Give a whole number of rows of "
                 "at least 1, for example 500."
             )
+        if not _is_seconds(self.batch_time) or self.batch_time > MAX_BATCH_SECONDS:
+            raise OptionError(
+                f"Invalid value for batch_time: {self.batch_time!r}. Give the seconds one write "
+                f"transaction or read may take, from 0 (fixed batches of batch_size rows) to "
+                f"{MAX_BATCH_SECONDS:g}, for example {DEFAULT_BATCH_TIME:g}."
+            )
+        if not _is_seconds(self.batch_pause) or self.batch_pause > MAX_BATCH_SECONDS:
+            raise OptionError(
+                f"Invalid value for batch_pause: {self.batch_pause!r}. Give the seconds to pause "
+                f"after each write transaction, from 0 (no pause) to {MAX_BATCH_SECONDS:g}, for "
+                f"example {DEFAULT_BATCH_PAUSE:g}."
+            )
         if self.busy_timeout is None or self.busy_timeout < 0:
             raise OptionError(
                 f"Invalid value for busy_timeout: {self.busy_timeout!r}. Give the seconds to wait "
@@ -105,6 +126,13 @@ class Settings:
 
 def _default(value: Any, default: Any) -> Any:
     return default if value is None else value
+
+
+def _is_seconds(value: Any) -> bool:
+    """Accept a finite int or float of 0 or more. bool is rejected, although Python treats it as an int."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return math.isfinite(value) and value >= 0
 
 
 @dataclass
@@ -126,6 +154,18 @@ class Times:
             "cutoff": self.cutoff,
             "cutoff_iso": format_utc(self.cutoff, ISO_FORMAT),
         }
+
+
+def _context(settings: Settings, db: Database, schema: Any, cutoff: int) -> ops.Context:
+    """Bundle what every operation reads: database, schema, cutoff and batching options."""
+    return ops.Context(
+        db=db,
+        schema=schema,
+        cutoff=cutoff,
+        batch_size=settings.batch_size,
+        batch_time=settings.batch_time,
+        batch_pause=settings.batch_pause,
+    )
 
 
 def resolve_times(settings: Settings, clock: Callable[[], float] = time.time) -> Times:
@@ -254,7 +294,7 @@ def run_report(
         raise OptionError(f"dest {dest} is a directory. Give the path of the report file, for example {example}.")
 
     with open_database(settings, writable=False) as (installation, db, schema):
-        ctx = ops.Context(db=db, schema=schema, cutoff=0, batch_size=settings.batch_size)
+        ctx = _context(settings, db, schema, 0)
         skips = reports.Skips()
         sink = Sink(dest, write_file=not check_mode, keep_content=return_content)
         try:
@@ -328,7 +368,7 @@ def run_invalidate(
     times = resolve_times(settings)
 
     with open_database(settings, writable=not check_mode) as (installation, db, schema):
-        ctx = ops.Context(db=db, schema=schema, cutoff=times.cutoff, batch_size=settings.batch_size)
+        ctx = _context(settings, db, schema, times.cutoff)
         lock = contextlib.nullcontext() if check_mode else db.run_lock()
         with lock:
             plans = {}
@@ -442,7 +482,7 @@ def run_cleanup(
     times = resolve_times(settings)
 
     with open_database(settings, writable=not check_mode) as (installation, db, schema):
-        ctx = ops.Context(db=db, schema=schema, cutoff=times.cutoff, batch_size=settings.batch_size)
+        ctx = _context(settings, db, schema, times.cutoff)
         validity = nonce_validity
         if validity is None:
             validity = installation.integer_option("Nonce", "validity", DEFAULT_NONCE_VALIDITY)
@@ -500,17 +540,19 @@ def run_cleanup(
 def _backup(db: Database, database: str, keep: Optional[int] = None) -> str:
     """Copy the database next to itself before the first destructive change.
 
-    The copy is written under a temporary name and renamed when complete, so a file named
-    *.bak is always a whole backup. Run as root, it is given to the database's owner.
+    The copy is written under a hidden temporary name and renamed when complete, so a file
+    named *.bak is always a whole backup. Run as root, it is given to the database's owner.
     """
     if not isinstance(db, SQLiteDatabase):
         raise OptionError(
             f"backup=true copies SQLite files only; the {db.location} needs the server's own "
             "tools (pg_dump, mariadb-dump). Make a backup with them and drop backup."
         )
+    _remove_stale_backup_files(database)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     path = f"{database}.{stamp}.{os.getpid()}.bak"
-    temporary = path + ".tmp"
+    directory, name = os.path.split(os.path.abspath(path))
+    temporary = os.path.join(directory, f".{name}.tmp")
     old_umask = os.umask(0o077)
     try:
         db.backup(temporary)
@@ -519,9 +561,8 @@ def _backup(db: Database, database: str, keep: Optional[int] = None) -> str:
             os.chown(temporary, owner.st_uid, owner.st_gid)
         os.replace(temporary, path)
     except (sqlite3.Error, OSError) as exc:
-        for leftover in (temporary, temporary + "-journal"):
-            with contextlib.suppress(OSError):
-                os.unlink(leftover)
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
         full = "full" in str(exc).lower() or getattr(exc, "errno", None) == errno.ENOSPC
         raise DatabaseError(
             f"The backup {path} could not be written: {exc}. "
@@ -535,6 +576,20 @@ def _backup(db: Database, database: str, keep: Optional[int] = None) -> str:
     if keep is not None:
         _prune_backups(database, keep)
     return path
+
+
+def _remove_stale_backup_files(database: str) -> None:
+    """Delete unfinished backups that killed runs left behind.
+
+    SQLite can only write a backup to a named file, so SIGKILL during the copy leaves the
+    hidden temporary file. The caller holds the run lock, so no other run is writing one.
+    """
+    directory, base = os.path.split(os.path.abspath(database))
+    pattern = re.compile(r"^\." + re.escape(base) + r"\.\d{8}T\d{6}Z\.\d+\.bak\.tmp$")
+    for name in os.listdir(directory):
+        if pattern.match(name):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(directory, name))
 
 
 def _prune_backups(database: str, keep: int) -> None:
@@ -557,7 +612,7 @@ def gather_info(settings: Settings, purge_preview: bool = True, nonce_validity: 
     """Collect read-only facts: schema, row counts and how much work each operation has now."""
     times = resolve_times(settings)
     with open_database(settings, writable=False) as (installation, db, schema):
-        ctx = ops.Context(db=db, schema=schema, cutoff=times.cutoff, batch_size=settings.batch_size)
+        ctx = _context(settings, db, schema, times.cutoff)
         validity = nonce_validity
         if validity is None:
             validity = installation.integer_option("Nonce", "validity", DEFAULT_NONCE_VALIDITY)

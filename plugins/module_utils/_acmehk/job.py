@@ -34,6 +34,7 @@ from typing import Any, Dict, List, Optional
 
 from .engine import Settings, run_cleanup, run_invalidate, run_report
 from .errors import HousekeepingError
+from .output import TempFile
 from .timeutil import format_utc, parse_duration, parse_now
 
 EXIT_OK = 0
@@ -204,20 +205,16 @@ def read_status(path: str) -> Dict[str, Any]:
 def write_status(path: str, status: Dict[str, Any]) -> None:
     """Replace the status file atomically, so a reader never sees half a file."""
     directory = os.path.dirname(os.path.abspath(path))
-    handle, temp_path = tempfile.mkstemp(prefix=".status.", suffix=".tmp", dir=directory)
+    status_file = TempFile.create(directory, ".status.", ".tmp")
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(status, stream, indent=2, sort_keys=True)
-            stream.write("\n")
-            stream.flush()
-            os.fsync(stream.fileno())
+        unwritten = memoryview((json.dumps(status, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+        while unwritten:
+            unwritten = unwritten[os.write(status_file.fd, unwritten):]
         # The status contains paths, counts and messages but no report content, so monitoring may read it.
-        os.chmod(temp_path, 0o644)
-        os.replace(temp_path, path)
-    except BaseException:
-        if os.path.exists(temp_path):
-            os.unlink(temp_path)
-        raise
+        os.fchmod(status_file.fd, 0o644)
+        status_file.publish(path, replace=True)
+    finally:
+        status_file.discard()
 
 
 # Report files ----------------------------------------------------------------------------

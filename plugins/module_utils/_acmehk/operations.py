@@ -14,10 +14,11 @@ from __future__ import annotations
 import array
 import datetime
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from . import x509
-from .db import Database, Row
+from .batching import DEFAULT_BATCH_PAUSE, DEFAULT_BATCH_TIME, WriteBatcher
+from .db import Database, Row, Statement
 from .errors import SchemaError
 from .schema import Schema
 from .timeutil import MARKER_DATE_FORMAT, format_utc, parse_db_datetime
@@ -31,12 +32,24 @@ CSR_GRACE_SECONDS = 14 * 86400
 
 @dataclass
 class Context:
-    """Inputs shared by every operation: the database, its schema, the cutoff and the batch size."""
+    """Inputs shared by every operation: the database, its schema, the cutoff and the batching."""
 
     db: Database
     schema: Schema
     cutoff: int
     batch_size: int = 500
+    # Seconds one read statement or write transaction should take at most, 0 for fixed batches.
+    batch_time: float = DEFAULT_BATCH_TIME
+    # Seconds to sleep after each write commit, so the server can take the write lock.
+    batch_pause: float = DEFAULT_BATCH_PAUSE
+
+    def pages(self, table: str, sql: str, params: Sequence[Any]) -> Iterator[List[Row]]:
+        """Page a SELECT over table with this run's batch settings. Database.pages gives the SQL form."""
+        return self.db.pages(table, sql, params, self.batch_size, self.batch_time)
+
+    def write_batches(self, items: Sequence[Any], statements: Callable[[Sequence[Any]], List[Statement]]) -> int:
+        """Write items in time-sized transactions (WriteBatcher) and return the rows changed."""
+        return WriteBatcher(self.db, self.batch_size, self.batch_time, self.batch_pause).run(items, statements)
 
 
 @dataclass
@@ -117,22 +130,25 @@ def status_id(ctx: Context, name: str, purpose: str) -> int:
     return int(rows[0][0])
 
 
-def _text_in_number_column(ctx: Context, plan: Plan, table: str, column: str) -> None:
-    """Report rows whose date column contains text, which no selection rule can compare."""
-    if not ctx.db.dynamic_types:
+def _text_in_number_column(ctx: Context, plan: Plan, table: str, column: str, null_too: bool = False) -> None:
+    """Report rows whose date column no selection rule can compare: text, or NULL where it is abnormal."""
+    tests = ["typeof({0}) IN ('text', 'blob')".format(column)] if ctx.db.dynamic_types else []
+    if null_too:
+        tests.append(f"{column} IS NULL")
+    if not tests:
         return
     quoted = ctx.schema.name(table)
     sql = (
-        f"SELECT id, name, {column} FROM {quoted} WHERE typeof({column}) IN ('text', 'blob') "
-        "AND id > ? ORDER BY id LIMIT ?"
+        f"SELECT id, name, {column} FROM {quoted} WHERE ({' OR '.join(tests)}) "
+        "AND id > ? AND id <= ? ORDER BY id LIMIT ?"
     )
-    for rows in ctx.db.pages(sql, [], ctx.batch_size):
+    for rows in ctx.pages(quoted, sql, []):
         for row_id, name, value in rows:
+            what = "NULL" if value is None else f"{value!r}, not a number of seconds"
             plan.skip(
                 row_id,
                 name,
-                f"{column} is {value!r}, not a number of seconds, so no expiry rule applies; "
-                f"set it to a Unix time or 0.",
+                f"{column} is {what}, so no expiry rule applies; set it to a Unix time or 0.",
             )
 
 
@@ -154,9 +170,9 @@ def plan_orders(ctx: Context) -> Plan:
     sql = (
         f"SELECT orders.id, orders.name FROM {orders} AS orders "
         f"LEFT JOIN {status} AS status ON status.id = orders.status_id "
-        f"WHERE {_ORDER_WHERE} AND orders.id > ? ORDER BY orders.id LIMIT ?"
+        f"WHERE {_ORDER_WHERE} AND orders.id > ? AND orders.id <= ? ORDER BY orders.id LIMIT ?"
     )
-    for rows in ctx.db.pages(sql, [ctx.cutoff], ctx.batch_size):
+    for rows in ctx.pages(orders, sql, [ctx.cutoff]):
         for row_id, name in rows:
             plan.add(row_id, name)
     _text_in_number_column(ctx, plan, "orders", "expires")
@@ -169,18 +185,19 @@ def apply_orders(ctx: Context, plan: Plan) -> int:
         return 0
     invalid = plan.status_id if plan.status_id is not None else status_id(ctx, "invalid", "invalidate orders")
     orders, status = ctx.schema.name("orders"), ctx.schema.name("status")
-    affected = 0
-    for batch in chunks(plan.ids, ctx.batch_size):
-        statements = []
+
+    def statements(batch: Sequence[int]) -> List[Statement]:
+        result = []
         for part in chunks(batch, IN_LIST_LIMIT):
             sql = (
                 f"UPDATE {orders} SET status_id = ? WHERE id IN ({_in_list(len(part))}) "
                 "AND status_id > 1 AND expires <= ? AND NOT EXISTS (SELECT 1 FROM "
                 f"{status} AS status WHERE status.id = {orders}.status_id AND status.name = 'invalid')"
             )
-            statements.append((sql, [invalid, *part, ctx.cutoff]))
-        affected += ctx.db.write(statements)
-    return affected
+            result.append((sql, [invalid, *part, ctx.cutoff]))
+        return result
+
+    return ctx.write_batches(plan.ids, statements)
 
 
 # Authorizations ---------------------------------------------------------------------------
@@ -198,15 +215,27 @@ def plan_authorizations(ctx: Context) -> Plan:
     """Select the authorizations past their expiry that are not expired yet."""
     plan = Plan("authorizations")
     authz, status = ctx.schema.name("authorization"), ctx.schema.name("status")
+    # The LEFT JOIN also finds expired rows whose status id has no status row, which
+    # acme2certifier leaves alone; they are reported instead of being passed over silently.
     sql = (
-        f"SELECT authz.id, authz.name FROM {authz} AS authz "
-        f"JOIN {status} AS status ON status.id = authz.status_id "
-        f"WHERE {_authz_status_test(ctx, 'status.name')} AND authz.expires <= ? AND authz.expires != 0 "
-        "AND authz.id > ? ORDER BY authz.id LIMIT ?"
+        f"SELECT authz.id, authz.name, authz.status_id, status.id IS NULL FROM {authz} AS authz "
+        f"LEFT JOIN {status} AS status ON status.id = authz.status_id "
+        f"WHERE ({_authz_status_test(ctx, 'status.name')} OR status.id IS NULL) "
+        "AND authz.expires <= ? AND authz.expires != 0 "
+        "AND authz.id > ? AND authz.id <= ? ORDER BY authz.id LIMIT ?"
     )
-    for rows in ctx.db.pages(sql, [ctx.cutoff], ctx.batch_size):
-        for row_id, name in rows:
-            plan.add(row_id, name)
+    for rows in ctx.pages(authz, sql, [ctx.cutoff]):
+        for row_id, name, status_value, unknown in rows:
+            if unknown:
+                plan.skip(
+                    row_id,
+                    name,
+                    f"status_id {status_value!r} has no row in the status table, so acme2certifier "
+                    "leaves this expired authorization alone; set status_id to the id of an existing status.",
+                )
+            else:
+                plan.add(row_id, name)
+    # NULL expires is normal: acme2certifier sets it when a client first fetches the authorization.
     _text_in_number_column(ctx, plan, "authorization", "expires")
     return plan
 
@@ -217,18 +246,19 @@ def apply_authorizations(ctx: Context, plan: Plan) -> int:
         return 0
     expired = plan.status_id if plan.status_id is not None else status_id(ctx, "expired", "expire authorizations")
     authz, status = ctx.schema.name("authorization"), ctx.schema.name("status")
-    affected = 0
-    for batch in chunks(plan.ids, ctx.batch_size):
-        statements = []
+
+    def statements(batch: Sequence[int]) -> List[Statement]:
+        result = []
         for part in chunks(batch, IN_LIST_LIMIT):
             sql = (
                 f"UPDATE {authz} SET status_id = ? WHERE id IN ({_in_list(len(part))}) "
                 "AND expires <= ? AND expires != 0 AND status_id IN "
                 f"(SELECT id FROM {status} WHERE {_authz_status_test(ctx, 'name')})"
             )
-            statements.append((sql, [expired, *part, ctx.cutoff]))
-        affected += ctx.db.write(statements)
-    return affected
+            result.append((sql, [expired, *part, ctx.cutoff]))
+        return result
+
+    return ctx.write_batches(plan.ids, statements)
 
 
 # Nonces -----------------------------------------------------------------------------------
@@ -262,31 +292,43 @@ def plan_nonces(ctx: Context, validity: int) -> Plan:
         )
         return plan
     test, threshold = _nonce_test(ctx, validity)
+    table = ctx.schema.name("nonce")
+    # On SQLite created_at is text that may not be a date at all; such nonces are reported.
+    if ctx.db.dynamic_types:
+        unreadable = "strftime('%s', created_at) IS NULL"
+        where = f"({test} OR {unreadable})"
+    else:
+        unreadable, where = "FALSE", test
     sql = (
-        f"SELECT id, nonce FROM {ctx.schema.name('nonce')} WHERE {test} "
-        "AND id > ? ORDER BY id LIMIT ?"
+        f"SELECT id, nonce, created_at, {unreadable} FROM {table} WHERE {where} "
+        "AND id > ? AND id <= ? ORDER BY id LIMIT ?"
     )
-    for rows in ctx.db.pages(sql, [threshold], ctx.batch_size):
-        for row_id, nonce in rows:
-            plan.add(row_id, nonce)
+    for rows in ctx.pages(table, sql, [threshold]):
+        for row_id, nonce, created_at, not_a_date in rows:
+            if not_a_date:
+                plan.skip(
+                    row_id,
+                    nonce,
+                    f"created_at {created_at!r} is not a date, so the age of this nonce is unknown "
+                    "and it is kept; set created_at to a time such as '2026-01-31 12:00:00', or delete the row.",
+                )
+            else:
+                plan.add(row_id, nonce)
     return plan
 
 
 def apply_nonces(ctx: Context, plan: Plan, validity: int) -> int:
     """Delete the selected nonces in batches."""
-    affected = 0
     nonce = ctx.schema.name("nonce")
     test, threshold = _nonce_test(ctx, validity)
-    for batch in chunks(plan.ids, ctx.batch_size):
-        statements = [
-            (
-                f"DELETE FROM {nonce} WHERE id IN ({_in_list(len(part))}) AND {test}",
-                [*part, threshold],
-            )
+
+    def statements(batch: Sequence[int]) -> List[Statement]:
+        return [
+            (f"DELETE FROM {nonce} WHERE id IN ({_in_list(len(part))}) AND {test}", [*part, threshold])
             for part in chunks(batch, IN_LIST_LIMIT)
         ]
-        affected += ctx.db.write(statements)
-    return affected
+
+    return ctx.write_batches(plan.ids, statements)
 
 
 # Certificates -----------------------------------------------------------------------------
@@ -307,14 +349,21 @@ def _looks_like_certificate(cert: Any) -> bool:
     return all(char in allowed for char in text)
 
 
+def _load_cert_raw(cert_raw: Any) -> Tuple[Optional[x509.LoadedCertificate], Optional[str]]:
+    """Load cert_raw once for all the values read from it, or return (None, reason) when that fails."""
+    try:
+        return x509.load_cert_raw(cert_raw), None
+    except ValueError as exc:
+        return None, f"cert_raw cannot be parsed as a certificate: {exc}"
+
+
 def _parse_dates(cert_raw: Any) -> Tuple[int, int, Optional[str]]:
     """Read notBefore and notAfter from cert_raw; (0, 0, reason) when that is impossible."""
-    try:
-        x509.load_cert_raw(cert_raw)
-    except ValueError as exc:
-        return 0, 0, f"cert_raw cannot be parsed as a certificate: {exc}"
-    # cert_dates applies acme2certifier's special cases, such as (0, 0) for the year 0000.
-    issue, expire = x509.cert_dates(cert_raw)
+    certificate, reason = _load_cert_raw(cert_raw)
+    if certificate is None:
+        return 0, 0, reason
+    # read_dates applies acme2certifier's special cases, such as (0, 0) for the year 0000.
+    issue, expire = x509.read_dates(certificate)
     return issue, expire, None
 
 
@@ -340,17 +389,18 @@ def _dates_fill(cert: Any, cert_raw: Any) -> Tuple[Optional[DatesFill], Optional
     if not cert_raw:
         return None, None
 
-    issue, expire, reason = _parse_dates(cert_raw)
-    if reason:
+    certificate, reason = _load_cert_raw(cert_raw)
+    if certificate is None:
         return None, reason
+    issue, expire = x509.read_dates(certificate)
     if not issue and not expire:
         return None, None
     try:
         fill = DatesFill(
             issue_uts=issue,
             expire_uts=expire,
-            serial=x509.serial_hex(cert_raw),
-            aki=x509.aki_hex(cert_raw),
+            serial=x509.format_serial_hex(certificate.serial_number),
+            aki=certificate.authority_key_identifier,
             renewal_info=x509.renewal_info(cert),
         )
     except ValueError as exc:
@@ -378,7 +428,7 @@ def _dates_select(ctx: Context) -> str:
         "SELECT certificate.id, certificate.name, certificate.cert, certificate.cert_raw "
         f"FROM {certificate} AS certificate {_certificate_joins(ctx)}"
         "WHERE certificate.issue_uts = 0 AND certificate.expire_uts = 0 "
-        "AND certificate.id > ? ORDER BY certificate.id LIMIT ?"
+        "AND certificate.id > ? AND certificate.id <= ? ORDER BY certificate.id LIMIT ?"
     )
 
 
@@ -388,7 +438,7 @@ def plan_certificate_dates(ctx: Context) -> Plan:
     if not _certificate_columns(ctx.schema):
         plan.note = "The certificate table has no issue_uts/expire_uts columns (before 0.11)."
         return plan
-    for rows in ctx.db.pages(_dates_select(ctx), [], ctx.batch_size):
+    for rows in ctx.pages(ctx.schema.name("certificate"), _dates_select(ctx), []):
         for row_id, name, cert, cert_raw in rows:
             fill, reason = _dates_fill(cert, cert_raw)
             if reason:
@@ -418,15 +468,14 @@ def apply_certificate_dates(ctx: Context, plan: Plan) -> int:
         "WHERE id = ? AND issue_uts = 0 AND expire_uts = 0"
     )
 
-    affected = 0
-    rows = list(zip(plan.ids, plan.values))
-    for batch in chunks(rows, ctx.batch_size):
-        statements = []
+    def statements(batch: Sequence[Tuple[int, Tuple[Any, ...]]]) -> List[Statement]:
+        result = []
         for row_id, (issue, expire, serial, aki, renewal) in batch:
             by_column = {"serial": serial, "aki": aki, "renewal_info": renewal}
-            statements.append((sql, [issue, expire, *[by_column[c] for c in extra], row_id]))
-        affected += ctx.db.write(statements)
-    return affected
+            result.append((sql, [issue, expire, *[by_column[c] for c in extra], row_id]))
+        return result
+
+    return ctx.write_batches(list(zip(plan.ids, plan.values)), statements)
 
 
 def cleanup_marker(cutoff: int) -> str:
@@ -448,15 +497,16 @@ def plan_certificates(ctx: Context, purge: bool, with_dates_fill: bool) -> Plan:
         "SELECT certificate.id, certificate.name, certificate.expire_uts, certificate.issue_uts, "
         "certificate.cert, certificate.cert_raw, certificate.csr, certificate.created_at "
         f"FROM {certificate} AS certificate {_certificate_joins(ctx)}"
-        "WHERE certificate.expire_uts <= ? AND certificate.id > ? ORDER BY certificate.id LIMIT ?"
+        "WHERE certificate.expire_uts <= ? AND certificate.id > ? AND certificate.id <= ? "
+        "ORDER BY certificate.id LIMIT ?"
     )
-    for rows in ctx.db.pages(sql, [ctx.cutoff], ctx.batch_size):
+    for rows in ctx.pages(certificate, sql, [ctx.cutoff]):
         for row in rows:
             decision = _certificate_decision(ctx.cutoff, purge, with_dates_fill, row, plan)
             if decision is not None:
                 plan.add(row[0], row[1])
                 plan.values.append(decision)
-    _text_in_number_column(ctx, plan, "certificate", "expire_uts")
+    _text_in_number_column(ctx, plan, "certificate", "expire_uts", null_too=True)
     return plan
 
 
@@ -508,26 +558,25 @@ def _certificate_decision(
 def apply_certificates(ctx: Context, plan: Plan, purge: bool) -> int:
     """Blank or delete the selected certificates in batches."""
     certificate = ctx.schema.name("certificate")
-    affected = 0
     if purge:
-        for batch in chunks(plan.ids, ctx.batch_size):
-            statements = [
+        def deletes(batch: Sequence[int]) -> List[Statement]:
+            return [
                 (
                     f"DELETE FROM {certificate} WHERE id IN ({_in_list(len(part))}) AND expire_uts <= ?",
                     [*part, ctx.cutoff],
                 )
                 for part in chunks(batch, IN_LIST_LIMIT)
             ]
-            affected += ctx.db.write(statements)
-        return affected
+
+        return ctx.write_batches(plan.ids, deletes)
 
     marker = cleanup_marker(ctx.cutoff)
     sql = (
         f"UPDATE {certificate} SET cert = ?, issue_uts = ?, expire_uts = ? WHERE id = ? "
         "AND expire_uts <= ? AND (cert IS NULL OR LOWER(cert) NOT LIKE '%removed by%')"
     )
-    rows = list(zip(plan.ids, plan.values))
-    for batch in chunks(rows, ctx.batch_size):
-        statements = [(sql, [marker, issue, expire, row_id, ctx.cutoff]) for row_id, (issue, expire) in batch]
-        affected += ctx.db.write(statements)
-    return affected
+
+    def updates(batch: Sequence[Tuple[int, Tuple[Any, Any]]]) -> List[Statement]:
+        return [(sql, [marker, issue, expire, row_id, ctx.cutoff]) for row_id, (issue, expire) in batch]
+
+    return ctx.write_batches(list(zip(plan.ids, plan.values)), updates)

@@ -191,6 +191,7 @@ def convert_row(row: Dict[str, Any], skips: Skips, django: bool = False) -> Dict
                 skips.add(table, row.get(table + ".id"), f"{key} {value!r} is not a Unix time; reported as stored.")
 
     has_raw = "certificate.cert_raw" in row
+    certificate = _load_certificate(row["certificate.cert_raw"]) if has_raw else None
     issue = row.get("certificate.issue_uts", 0)
     expire = row.get("certificate.expire_uts", 0)
     if not _is_number(issue) or not _is_number(expire):
@@ -201,10 +202,8 @@ def convert_row(row: Dict[str, Any], skips: Skips, django: bool = False) -> Dict
         )
         issue, expire = 0, 0
     if issue == 0 or expire == 0:
-        if has_raw:
-            issue, expire = x509.cert_dates(row["certificate.cert_raw"])
-        else:
-            issue, expire = 0, 0
+        # A missing or unreadable cert_raw gives (0, 0), as cert_dates_get() returns on failure.
+        issue, expire = x509.read_dates(certificate) if certificate is not None else (0, 0)
     row["certificate.issue_uts"] = issue
     row["certificate.expire_uts"] = expire
 
@@ -216,8 +215,16 @@ def convert_row(row: Dict[str, Any], skips: Skips, django: bool = False) -> Dict
         row["certificate.expire_date"] = ""
 
     if has_raw:
-        row["certificate.serial"] = x509.cert_serial_decimal(row["certificate.cert_raw"])
+        row["certificate.serial"] = certificate.serial_number if certificate is not None else ""
     return row
+
+
+def _load_certificate(cert_raw: Any) -> Optional[x509.LoadedCertificate]:
+    """Load cert_raw once for the dates and the serial number, or return None where that fails."""
+    try:
+        return x509.load_cert_raw(cert_raw)
+    except x509.CertificateError:
+        return None
 
 
 def _is_number(value: Any) -> bool:
@@ -252,11 +259,11 @@ def certificate_report_rows(ctx: Context, skips: Skips) -> Iterator[Dict[str, An
         "WHERE certificate.cert_raw IS NOT NULL "
         # The Django handler also leaves out an empty cert_raw.
         + ("AND certificate.cert_raw != '' " if _is_django(ctx) else "")
-        + "AND certificate.id > ? ORDER BY certificate.id LIMIT ?"
+        + "AND certificate.id > ? AND certificate.id <= ? ORDER BY certificate.id LIMIT ?"
     )
     keys = [key for key, _alias, _column in fields]
     django = _is_django(ctx)
-    for rows in ctx.db.pages(sql, [], ctx.batch_size):
+    for rows in ctx.pages(schema.name("certificate"), sql, []):
         for row in rows:
             yield convert_row(dict(zip(keys, row[1:])), skips, django)
 
@@ -298,11 +305,9 @@ def _account_keys(ctx: Context) -> Iterator[List[Tuple[Any, Any, Any, Any]]]:
         for temp_table, table, parent in sources:
             # SQLite lets any value into an id column; only integer ids can be paged and sorted.
             integer_only = "typeof(id) = 'integer' AND " if ctx.db.dynamic_types else ""
-            sql = (
-                f"SELECT id, {parent} FROM {ctx.schema.name(table)} WHERE {integer_only}"
-                "id > ? ORDER BY id LIMIT ?"
-            )
-            for rows in ctx.db.pages(sql, [], ctx.batch_size):
+            quoted = ctx.schema.name(table)
+            sql = f"SELECT id, {parent} FROM {quoted} WHERE {integer_only}id > ? AND id <= ? ORDER BY id LIMIT ?"
+            for rows in ctx.pages(quoted, sql, []):
                 temp.executemany(f"INSERT OR IGNORE INTO {temp_table} VALUES (?, ?)", rows)
         temp.executescript(
             "CREATE INDEX challenge_parent ON challenge (parent, id);"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import calendar
 import datetime
+import functools
 import re
 import time
 from typing import Any, Callable, Optional
@@ -112,9 +113,26 @@ def _duration_message(option: str, value: Any) -> str:
     )
 
 
+# Formats whose directives time.strftime() renders exactly like datetime.strftime().
+# datetime.strftime() treats %z, %Z and %f itself, so formats with those are not listed.
+_GMTIME_FORMATS = frozenset([REPORT_DATE_FORMAT, MARKER_DATE_FORMAT])
+# Epoch seconds of 1000-01-01T00:00:00Z and 9999-12-31T23:59:59Z. Values outside take the
+# datetime path: below year 1000 the two functions may pad %Y differently, and beyond year
+# 9999 datetime raises where time.gmtime() does not.
+_GMTIME_MIN = -30610224000
+_GMTIME_MAX = 253402300799
+
+
+@functools.lru_cache(maxsize=256)
 def format_utc(uts: int, fmt: str) -> str:
-    """Format epoch seconds in UTC the way acme2certifier does."""
-    return datetime.datetime.fromtimestamp(int(uts), tz=datetime.timezone.utc).strftime(fmt)
+    """Format epoch seconds in UTC the way acme2certifier does.
+
+    The cache helps reports, where an order's expiry repeats in all rows of the order.
+    """
+    seconds = int(uts)
+    if fmt in _GMTIME_FORMATS and _GMTIME_MIN <= seconds <= _GMTIME_MAX:
+        return time.strftime(fmt, time.gmtime(seconds))
+    return datetime.datetime.fromtimestamp(seconds, tz=datetime.timezone.utc).strftime(fmt)
 
 
 def parse_db_datetime(value: Any) -> Optional[int]:

@@ -255,3 +255,36 @@ def test_format_utc_matches_upstream():
     )
     for uts in (0, 1596207191, 1796342400):
         assert format_utc(uts, "%Y-%m-%dT%H:%M:%SZ") == helper.uts_to_date_utc(uts)
+
+
+def _datetime_format(uts: int, fmt: str) -> str:
+    return datetime.datetime.fromtimestamp(uts, tz=UTC).strftime(fmt)
+
+
+@pytest.mark.parametrize("fmt", ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%SZ", "%Y%m%dT%H%M%SZ"])
+@pytest.mark.parametrize(
+    "uts",
+    [
+        -62135596800,  # 0001-01-01, the first second datetime can represent
+        -30610224001,  # 0999-12-31T23:59:59Z, below the range that uses time.strftime()
+        -30610224000,
+        -1,
+        0,
+        1596207191,
+        253402300799,  # 9999-12-31T23:59:59Z, the last second datetime can represent
+    ],
+)
+def test_format_utc_matches_datetime(uts, fmt):
+    assert format_utc(uts, fmt) == _datetime_format(uts, fmt)
+
+
+@pytest.mark.parametrize("uts", [253402300800, -62135596801])
+def test_format_utc_out_of_range_raises(uts):
+    for _attempt in range(2):
+        with pytest.raises((ValueError, OverflowError, OSError)):
+            format_utc(uts, "%Y-%m-%d %H:%M:%S")
+
+
+def test_format_utc_float_and_int_agree():
+    assert format_utc(1596207191.9, "%Y-%m-%d %H:%M:%S") == "2020-07-31 14:53:11"
+    assert format_utc(1596207191, "%Y-%m-%d %H:%M:%S") == "2020-07-31 14:53:11"

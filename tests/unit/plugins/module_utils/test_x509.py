@@ -15,8 +15,11 @@ import datetime
 import functools
 import hashlib
 import logging
+import os
 import random
 import sqlite3
+import subprocess
+import sys
 import types
 import warnings
 from typing import List, Optional, Tuple
@@ -65,6 +68,51 @@ UPSTREAM_LOGGER.disabled = True
 UPSTREAM_SELF = types.SimpleNamespace(logger=UPSTREAM_LOGGER)
 
 UTC = datetime.timezone.utc
+
+
+# ---------------------------------------------------------------------------
+# Both readers
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True, scope="module", params=["cryptography", "pure"])
+def reader(request):
+    """Run every test of this module once through cryptography and once with the pure reader.
+
+    Module scope, because hypothesis rejects function-scoped fixtures in @given tests.
+    """
+    if request.param == "cryptography" and not x509._cryptography_usable():
+        pytest.skip("cryptography %s is below the release the cryptography path needs" % x509.CRYPTOGRAPHY_VERSION)
+    previous = x509.use_cryptography(request.param == "cryptography")
+    assert x509.cryptography_in_use() == (request.param == "cryptography")
+    yield request.param
+    x509.use_cryptography(previous)
+
+
+def outcome(function, *args):
+    """Return ("value", result) or ("error", message), so two readers can be compared."""
+    try:
+        return ("value", function(*args))
+    except x509.CertificateError as error:
+        return ("error", str(error))
+
+
+def assert_load_matches_parse(der: bytes) -> None:
+    """load_certificate() gives parse_certificate()'s values or raises its message."""
+    expected = outcome(x509.parse_certificate, der)
+    loaded = outcome(x509.load_certificate, der)
+    if expected[0] == "error":
+        assert loaded == expected
+        return
+    assert loaded[0] == "value"
+    certificate, reference = loaded[1], expected[1]
+    assert certificate.serial_number == reference.serial_number
+    assert certificate.not_before == reference.not_before
+    assert certificate.not_after == reference.not_after
+    assert x509.read_dates(certificate) == x509.read_dates(reference)
+    assert outcome(lambda: certificate.authority_key_identifier) == outcome(
+        lambda: reference.authority_key_identifier
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -277,6 +325,7 @@ def assert_matches_cryptography(der: bytes) -> x509.Certificate:
     assert [extension.critical for extension in parsed.extensions] == [
         extension.critical for extension in reference.extensions
     ]
+    assert_load_matches_parse(der)
     return parsed
 
 
@@ -773,6 +822,7 @@ def cryptography_loads(der: bytes) -> bool:
     "der", [case[1] for case in DER_CASES], ids=[case[0] for case in DER_CASES]
 )
 def test_parse_agrees_with_cryptography(der):
+    assert_load_matches_parse(der)
     accepted = cryptography_loads(der)
     if accepted:
         parsed = x509.parse_certificate(der)
@@ -807,13 +857,49 @@ def test_parse_agrees_with_cryptography(der):
     ],
 )
 def test_parse_dates_epoch_values(not_before, not_after, expected):
-    parsed = x509.parse_certificate(build_der(not_before=not_before, not_after=not_after))
+    der = build_der(not_before=not_before, not_after=not_after)
+    parsed = x509.parse_certificate(der)
     assert (parsed.not_before, parsed.not_after) == expected
+    loaded = x509.load_certificate(der)
+    assert (loaded.not_before, loaded.not_after) == expected
+
+
+def test_load_uses_selected_reader(reader):
+    loaded = x509.load_certificate(build_der())
+    if reader == "cryptography":
+        assert isinstance(loaded, x509.CryptographyCertificate)
+    else:
+        assert isinstance(loaded, x509.Certificate)
+    assert loaded.serial_number == 0x1234
+
+
+@pytest.mark.parametrize("serial", [0, -1, -0x1234])
+def test_load_non_positive_serial_without_warning(serial):
+    der = build_der(serial=der_integer(serial))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded = x509.load_certificate(der)
+    assert isinstance(loaded, x509.Certificate)
+    assert loaded.serial_number == serial
+
+
+def test_pure_reader_env_disables_cryptography():
+    code = (
+        "from ansible_collections.acmeops.housekeeping.plugins.module_utils._acmehk import x509\n"
+        "print(x509.cryptography_in_use())\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(path for path in sys.path if path))
+    env[x509.PURE_READER_ENV] = "1"
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "False"
 
 
 def test_cert_dates_year_zero():
     der = build_der(not_before=generalized_time("00000101000000Z"))
     assert x509.parse_certificate(der).not_before == -62167219200
+    assert x509.load_certificate(der).not_before == -62167219200
     assert x509.cert_dates(b64(der)) == (0, 0)
     assert x509.cert_serial_decimal(b64(der)) == 0x1234
 
@@ -875,6 +961,7 @@ def test_parse_octet_changes_match_cryptography():
     for position in range(len(der)):
         for value in (der[position] ^ 0x01, der[position] ^ 0x80, generator.randrange(256)):
             mutated = der[:position] + bytes([value]) + der[position + 1 :]
+            assert_load_matches_parse(mutated)
             try:
                 x509.parse_certificate(mutated)
                 accepted = True
@@ -906,6 +993,7 @@ def test_parse_random_edits_match_cryptography():
                 del mutated[position]
             else:
                 mutated.insert(position, generator.randrange(256))
+        assert_load_matches_parse(bytes(mutated))
         expected = cryptography_loads(bytes(mutated))
         accepted += expected
         try:
@@ -1372,6 +1460,20 @@ def test_renewal_info_of_chain():
     name_hash = hashlib.sha256(LEAF.issuer.public_bytes()).hexdigest()
     key_hash = hashlib.sha256(public_key_bits(CA_CERTIFICATE)).hexdigest()
     assert result == name_hash + "0420" + key_hash + "020300ff12"
+
+
+def test_renewal_info_caches_issuer():
+    x509._load_pem_issuer.cache_clear()
+    first = x509.renewal_info(CHAIN)
+    assert x509.renewal_info(CHAIN) == first
+    assert x509._load_pem_issuer.cache_info().hits == 1
+
+
+def test_renewal_info_issuer_error_raised_every_time():
+    broken = pem(LEAF) + "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+    for _attempt in range(2):
+        with pytest.raises(x509.CertificateError, match="certificate has tag 0x00"):
+            x509.renewal_info(broken)
 
 
 @pytest.mark.parametrize(

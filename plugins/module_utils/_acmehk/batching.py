@@ -1,0 +1,94 @@
+# Copyright (c) 2026 acmeops.housekeeping contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Batch sizes that follow a time budget, so no statement holds a database lock for long."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Callable, List, Sequence, TypeVar
+
+if TYPE_CHECKING:
+    from .db import Database, Statement
+
+DEFAULT_BATCH_TIME = 0.05
+DEFAULT_BATCH_PAUSE = 0.01
+# A batch never grows beyond this multiple of batch_size. The cap bounds the statements and
+# memory of one transaction when the clock reports very short times.
+MAX_GROWTH = 64
+
+Item = TypeVar("Item")
+
+
+class AdaptiveSize:
+    """Rows or ids per batch, grown after a fast batch and halved after one over the budget.
+
+    A batch under a quarter of the budget quadruples the size, and one under half of it
+    doubles the size, so with a cost linear in the rows the next batch stays within the
+    budget. The size is always batch_size times a power of two between 1 and MAX_GROWTH, so
+    the first batch is the smallest, and a budget of 0 keeps every batch at batch_size.
+    """
+
+    def __init__(self, first: int, budget: float) -> None:
+        self.minimum = first
+        self.maximum = first * MAX_GROWTH
+        self.budget = budget
+        self.size = first
+
+    def record(self, seconds: float, can_grow: bool = True) -> None:
+        """Resize after a batch that took seconds. can_grow=False keeps the size from growing."""
+        if self.budget <= 0:
+            return
+        if seconds > self.budget:
+            self.size = max(self.minimum, self.size // 2)
+        elif can_grow and seconds < self.budget / 4:
+            self.size = min(self.maximum, self.size * 4)
+        elif can_grow and seconds < self.budget / 2:
+            self.size = min(self.maximum, self.size * 2)
+
+
+class WriteBatcher:
+    """Commit items in write transactions sized by a time budget, pausing after each commit.
+
+    The pause lets the acme2certifier server take the write lock between two transactions.
+    SQLite's default busy handler (sqliteDefaultBusyCallback in its main.c) retries after 1, 2,
+    5, 10, ... 100 ms, so without a pause a waiting server seldom finds the lock free.
+    """
+
+    def __init__(
+        self,
+        db: "Database",
+        first: int,
+        budget: float,
+        pause: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.db = db
+        self.size = AdaptiveSize(first, budget)
+        self.pause = pause
+        self.clock = clock
+        self.sleep = sleep
+        # Sizes of the committed batches, in order, for tests and diagnostics.
+        self.batch_sizes: List[int] = []
+
+    def run(self, items: Sequence[Item], statements: Callable[[Sequence[Item]], List["Statement"]]) -> int:
+        """Write all items, building each transaction's statements from its slice of items.
+
+        Returns the number of rows the statements changed.
+        """
+        affected = 0
+        position = 0
+        while position < len(items):
+            batch = items[position:position + self.size.size]
+            planned = statements(batch)
+            # The time includes any wait for the lock in BEGIN, so a busy server makes the
+            # batches smaller, never larger.
+            started = self.clock()
+            affected += self.db.write(planned)
+            self.size.record(self.clock() - started)
+            self.batch_sizes.append(len(batch))
+            position += len(batch)
+            if self.pause > 0:
+                self.sleep(self.pause)
+        return affected
