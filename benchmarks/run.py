@@ -743,9 +743,15 @@ def render(paths: List[str]) -> str:
         with open(path, encoding="utf-8") as handle:
             results = json.load(handle)
         for size in results.get("sizes", []):
-            size["summary"] = summarize(size["measurements"], size["bare_interpreter_kib"])
-            merged["sizes"].append(size)
+            # Runs of the same size in several files (for example one method at a time) form one table.
+            same = [known for known in merged["sizes"] if known["orders"] == size["orders"]]
+            if same:
+                same[0]["measurements"] += size["measurements"]
+            else:
+                merged["sizes"].append(size)
         merged["fleet"] += results.get("fleet") or []
+    for size in merged["sizes"]:
+        size["summary"] = summarize(size["measurements"], size["bare_interpreter_kib"])
     return markdown(merged)
 
 

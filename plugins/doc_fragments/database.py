@@ -69,11 +69,10 @@ options:
     description:
       - Seconds that one write transaction or one read statement should take at most, which
         bounds how long the acme2certifier server has to wait for a lock.
-      - After a write transaction that took less than a quarter of this time the next one
-        gets four times the rows, and after one that took less than half of it twice the
-        rows, up to 64 times O(batch_size). After one that took longer than this time, the
-        next one gets half the rows, down to O(batch_size). Read statements adapt the id
-        range they examine in the same way.
+      - After a write transaction that took less than half of this time the next one gets
+        twice the rows, up to 64 times O(batch_size). After one that took longer than this
+        time, the next one gets half the rows, down to O(batch_size). Read statements adapt
+        the id range they examine in the same way.
       - Larger values finish sooner because fewer commits are needed, and let the server wait
         longer. V(0) turns the adaptation off, so every write transaction has exactly
         O(batch_size) rows and every read examines O(batch_size) ids.

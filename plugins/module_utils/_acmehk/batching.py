@@ -23,10 +23,11 @@ Item = TypeVar("Item")
 class AdaptiveSize:
     """Rows or ids per batch, grown after a fast batch and halved after one over the budget.
 
-    A batch under a quarter of the budget quadruples the size, and one under half of it
-    doubles the size, so with a cost linear in the rows the next batch stays within the
-    budget. The size is always batch_size times a power of two between 1 and MAX_GROWTH, so
-    the first batch is the smallest, and a budget of 0 keeps every batch at batch_size.
+    A batch under half of the budget doubles the size, so with a cost linear in the rows the
+    next batch stays within the budget. Growing by no more than that leaves room for batches
+    that cost more than their predecessors. The size is always batch_size times a power of
+    two between 1 and MAX_GROWTH, so the first batch is the smallest, and a budget of 0 keeps
+    every batch at batch_size.
     """
 
     def __init__(self, first: int, budget: float) -> None:
@@ -41,8 +42,6 @@ class AdaptiveSize:
             return
         if seconds > self.budget:
             self.size = max(self.minimum, self.size // 2)
-        elif can_grow and seconds < self.budget / 4:
-            self.size = min(self.maximum, self.size * 4)
         elif can_grow and seconds < self.budget / 2:
             self.size = min(self.maximum, self.size * 2)
 

@@ -61,8 +61,11 @@ class Plan:
     names: List[str] = field(default_factory=list)
     skipped: List[Dict[str, Any]] = field(default_factory=list)
     skipped_count: int = 0
-    # Per-row values written by certificate cleanup and the dates back-fill, parallel to ids.
+    # Per-row values written by the dates back-fill, parallel to ids.
     values: List[Tuple[Any, ...]] = field(default_factory=list)
+    # (issue_uts, expire_uts) that certificate blanking writes where they differ from the row's,
+    # by id. Rows whose dates stay as stored have no entry, so a large plan stays small.
+    dates: Dict[int, Tuple[Any, Any]] = field(default_factory=dict)
     note: Optional[str] = None
     # The status id that apply() writes, looked up before any change.
     status_id: Optional[int] = None
@@ -505,7 +508,8 @@ def plan_certificates(ctx: Context, purge: bool, with_dates_fill: bool) -> Plan:
             decision = _certificate_decision(ctx.cutoff, purge, with_dates_fill, row, plan)
             if decision is not None:
                 plan.add(row[0], row[1])
-                plan.values.append(decision)
+                if not purge and decision != (row[3], row[2]):
+                    plan.dates[int(row[0])] = decision
     _text_in_number_column(ctx, plan, "certificate", "expire_uts", null_too=True)
     return plan
 
@@ -571,12 +575,15 @@ def apply_certificates(ctx: Context, plan: Plan, purge: bool) -> int:
         return ctx.write_batches(plan.ids, deletes)
 
     marker = cleanup_marker(ctx.cutoff)
+    # NULL keeps the stored dates of rows that have no entry in plan.dates.
     sql = (
-        f"UPDATE {certificate} SET cert = ?, issue_uts = ?, expire_uts = ? WHERE id = ? "
+        f"UPDATE {certificate} SET cert = ?, issue_uts = COALESCE(?, issue_uts), "
+        "expire_uts = COALESCE(?, expire_uts) WHERE id = ? "
         "AND expire_uts <= ? AND (cert IS NULL OR LOWER(cert) NOT LIKE '%removed by%')"
     )
+    unchanged = (None, None)
 
-    def updates(batch: Sequence[Tuple[int, Tuple[Any, Any]]]) -> List[Statement]:
-        return [(sql, [marker, issue, expire, row_id, ctx.cutoff]) for row_id, (issue, expire) in batch]
+    def updates(batch: Sequence[int]) -> List[Statement]:
+        return [(sql, [marker, *plan.dates.get(row_id, unchanged), row_id, ctx.cutoff]) for row_id in batch]
 
-    return ctx.write_batches(list(zip(plan.ids, plan.values)), updates)
+    return ctx.write_batches(plan.ids, updates)

@@ -30,6 +30,8 @@ def _clean_text(value: Any) -> Any:
 # encodes, hashes and writes its text, so a page costs that once instead of once per row.
 # 500 matches the default batch_size of the reads, and one page of text is held in memory.
 WRITE_PAGE_ROWS = 500
+# Characters a JSON writer buffers at most before it writes them.
+WRITE_PAGE_CHARS = 1 << 18
 
 
 def json_text(value: Any, indent_level: int = 0) -> str:
@@ -323,7 +325,9 @@ class CsvWriter:
 class JsonArrayWriter:
     """A JSON array written one element at a time, identical to dumping the whole list.
 
-    Elements are serialised in add() and written a page at a time. close() writes the rest.
+    Elements are serialised in add() and written a page at a time: page_rows elements or
+    WRITE_PAGE_CHARS characters, whichever comes first, so large elements such as the accounts
+    of the nested report do not pile up in memory. close() writes the rest.
     """
 
     def __init__(self, sink: Sink, page_rows: int = WRITE_PAGE_ROWS) -> None:
@@ -331,17 +335,21 @@ class JsonArrayWriter:
         self.rows = 0
         self._page_rows = max(1, page_rows)
         self._parts: List[str] = []
+        self._chars = 0
 
     def add(self, element: Any) -> None:
-        self._parts.append(("[\n" if self.rows == 0 else ",\n") + json_text(element, 1))
+        text = ("[\n" if self.rows == 0 else ",\n") + json_text(element, 1)
+        self._parts.append(text)
+        self._chars += len(text)
         self.rows += 1
-        if len(self._parts) >= self._page_rows:
+        if len(self._parts) >= self._page_rows or self._chars >= WRITE_PAGE_CHARS:
             self._flush()
 
     def _flush(self) -> None:
         if self._parts:
             self.sink.write("".join(self._parts))
             self._parts = []
+            self._chars = 0
 
     def close(self) -> None:
         self._parts.append("[]" if self.rows == 0 else "\n]")

@@ -29,10 +29,10 @@ NOW = 1796342400  # 2026-12-04T00:00:00Z
 # AdaptiveSize ------------------------------------------------------------------------------
 
 
-def test_size_quadruples_when_very_fast():
+def test_size_only_doubles_when_very_fast():
     size = AdaptiveSize(10, 0.1)
-    size.record(0.01)
-    assert size.size == 40
+    size.record(0.001)
+    assert size.size == 20
 
 
 def test_size_doubles_when_fast():
@@ -58,7 +58,7 @@ def test_size_capped_at_max_growth():
 
 def test_size_halves_when_slow():
     size = AdaptiveSize(10, 0.1)
-    for _batch in range(2):
+    for _batch in range(4):
         size.record(0.0)
     assert size.size == 160
     size.record(0.2)
@@ -127,9 +127,9 @@ def test_batcher_grows_and_shrinks():
     affected = batcher.run(list(range(1000)), _one_statement_per_item)
 
     assert affected == 1000
-    # 10 and 40 are very fast, 160 is over budget, the first 80 is within it, the second 80
-    # is very fast, and later writes take no time until the cap of 640 rows.
-    assert batcher.batch_sizes == [10, 40, 160, 80, 80, 320, 310]
+    # 10 and 20 are fast, 40 is over budget, the first 20 is within it, the second 20 is fast,
+    # and later writes take no time, so every batch doubles until the items run out.
+    assert batcher.batch_sizes == [10, 20, 40, 20, 20, 40, 80, 160, 320, 290]
     assert [len(statements) for statements in fake.writes] == batcher.batch_sizes
 
 
@@ -217,8 +217,8 @@ def test_apply_nonces_in_list_limit(tmp_path: Path):
     assert plan.count == 1500
     assert affected == 1500
     sizes = [sum(len(params) - 1 for _sql, params in statements) for statements in database.transactions]
-    # A 10 s budget lets every batch quadruple: 100, 400, then the remaining 1000 rows.
-    assert sizes == [100, 400, 1000]
+    # A 10 s budget lets every batch double: 100, 200, 400, then the remaining 800 rows.
+    assert sizes == [100, 200, 400, 800]
     for statements in database.transactions:
         for _sql, params in statements:
             assert len(params) - 1 <= operations.IN_LIST_LIMIT
@@ -325,18 +325,18 @@ def test_pages_span_grows_on_selective_filter(sparse_table):
     _pages, database = _paged(sparse_table, 1, 50, 10.0)
 
     spans = [params[2] - params[1] for sql, params in database.reads if sql == PAGED_SELECT]
-    # Every page contains at most one row, far from full, so each span quadruples up to the cap
-    # of 3200 ids, and the last one ends at the largest id, 5000.
-    assert spans == [50, 200, 800, 3200, 750]
+    # Every page contains at most one row, far from full, so each span doubles, and the last
+    # one ends at the largest id, 5000.
+    assert spans == [50, 100, 200, 400, 800, 1600, 1850]
 
 
 def test_pages_full_page_continues_inside_span(sparse_table):
     pages, database = _paged(sparse_table, 0, 10, 10.0)
 
     paged = [params for sql, params in database.reads if sql == PAGED_SELECT]
-    # Ids 1 to 10 without 7 do not fill a page, so the span quadruples to 40 ids. The second
+    # Ids 1 to 10 without 7 do not fill a page, so the span doubles to 20 ids. The second
     # page is full at id 22, inside that span, and the third statement starts after it.
-    assert paged[1][1:] == [10, 50, 10]
+    assert paged[1][1:] == [10, 30, 10]
     assert [row[0] for row in pages[1]] == [11, 12, 13, 15, 16, 17, 18, 19, 20, 22]
     assert paged[2][1] == 22
 

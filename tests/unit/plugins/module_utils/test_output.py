@@ -106,3 +106,20 @@ def test_json_writer_matches_dump(count, page_rows):
     writer.close()
     assert writer.rows == count
     assert sink.text() == json.dumps(elements, ensure_ascii=False, indent=4, default=str)
+
+
+def test_json_writer_flushes_large_elements():
+    # Each element serialises to more than WRITE_PAGE_CHARS, so none waits for a full page.
+    elements = [{"id": index, "blob": "x" * output.WRITE_PAGE_CHARS} for index in range(3)]
+    sink = output.Sink(None, write_file=False, keep_content=True)
+    writer = output.JsonArrayWriter(sink, page_rows=500)
+
+    writer.add(elements[0])
+    written_after_first = len(sink.content or [])
+    for element in elements[1:]:
+        writer.add(element)
+    writer.close()
+
+    assert written_after_first == 1
+    assert len(sink.content or []) == 4
+    assert sink.text() == json.dumps(elements, ensure_ascii=False, indent=4, default=str)
