@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import sqlite3
 import struct
 import threading
 import time
@@ -103,4 +104,56 @@ class LockProbe(threading.Thread):
             "max_write_lock_ms": round(self.max_write * 1000, 2),
             "polls": self.polls,
             "poll_us": round(poll_us, 1) if poll_us else None,
+        }
+
+
+class ServerWriter(threading.Thread):
+    """Write to the database like the acme2certifier server does and time every write.
+
+    acme2certifier 0.46.3's wsgi handler opens a connection with sqlite3.connect(path) for
+    each call (Python's default busy timeout of 5 s), writes one statement and commits. This
+    thread does the same every interval seconds with an UPDATE of the housekeeping table's
+    first row to its own values, which no benchmarked operation reads or writes. The time of
+    each write, from connect to the end of COMMIT, is how long a server request would wait
+    for the operation's locks.
+    """
+
+    def __init__(self, path: str, max_seconds: float, interval: float = 0.05) -> None:
+        super().__init__(daemon=True)
+        self.path = path
+        self.max_seconds = max_seconds
+        self.interval = interval
+        self._stop_event = threading.Event()
+        self.durations: list = []
+        self.errors: list = []
+
+    def run(self) -> None:
+        deadline = time.monotonic() + self.max_seconds
+        while not self._stop_event.is_set() and time.monotonic() < deadline:
+            started = time.perf_counter()
+            try:
+                connection = sqlite3.connect(self.path)
+                try:
+                    connection.execute(
+                        "UPDATE housekeeping SET name = name WHERE id = (SELECT min(id) FROM housekeeping)")
+                    connection.commit()
+                finally:
+                    connection.close()
+                self.durations.append(time.perf_counter() - started)
+            except sqlite3.Error as exc:
+                self.errors.append(f"{exc} after {time.perf_counter() - started:.1f} s")
+            self._stop_event.wait(self.interval)
+
+    def stop(self) -> Dict[str, Any]:
+        """Stop writing and return the write times in milliseconds."""
+        self._stop_event.set()
+        self.join(timeout=15)
+        ordered = sorted(self.durations)
+        p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] if ordered else None
+        return {
+            "writes": len(ordered),
+            "max_ms": round(ordered[-1] * 1000, 1) if ordered else None,
+            "p99_ms": round(p99 * 1000, 1) if p99 is not None else None,
+            "errors": self.errors[:5],
+            "error_count": len(self.errors),
         }

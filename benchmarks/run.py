@@ -61,6 +61,8 @@ PYTHON = sys.executable
 ANSIBLE_PLAYBOOK = os.path.join(os.path.dirname(PYTHON), "ansible-playbook")
 COLLECTIONS = os.path.join(REPO, "build", "collections")
 METHODS = ("engine", "module", "raw", "upstream")
+# Set by --server-writer: a thread writes to the database like the server during every measurement.
+SERVER_WRITER = False
 OPERATIONS = WRITE_OPERATIONS + tuple(REPORT_OPERATIONS)
 
 # Write operations that share one copy of the database, in the order they run on it. Each
@@ -103,10 +105,13 @@ def run_process(command: List[str], env: Optional[Dict[str, str]], cap_seconds: 
     includes this runner's RSS at fork time; measure.py reports VmHWM for that reason.
     """
     probe = lockprobe.LockProbe(probe_path, cap_seconds + 60) if probe_path else None
+    writer = lockprobe.ServerWriter(probe_path, cap_seconds + 60) if probe_path and SERVER_WRITER else None
     busy_before = busy_cpu_seconds()
     stdout = open(stdout_path, "wb") if stdout_path else subprocess.DEVNULL  # pylint: disable=consider-using-with
     if probe:
         probe.start()
+    if writer:
+        writer.start()
     started = time.perf_counter()
     process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=stdout,  # pylint: disable=consider-using-with
                                stderr=subprocess.PIPE if stdout_path is None else subprocess.STDOUT,
@@ -154,6 +159,8 @@ def run_process(command: List[str], env: Optional[Dict[str, str]], cap_seconds: 
     }
     if probe:
         result["probe"] = probe.stop()
+    if writer:
+        result["server_writer"] = writer.stop()
     return result
 
 
@@ -361,6 +368,8 @@ def measure(method: str, operation: str, database: str, manifest: Dict[str, Any]
         tree_cpu_seconds=process["tree_cpu_seconds"],
         probe=process.get("probe"),
     )
+    if process.get("server_writer"):
+        measurement["server_writer"] = process["server_writer"]
     if dest:
         measurement.update(report_output(dest))
         for path in (dest,):
@@ -485,6 +494,10 @@ def summarize(measurements: List[Dict[str, Any]], bare_kib: int) -> Dict[str, Di
                 "probe_max_lock_ms": max((m.get("probe") or {}).get("max_lock_ms", 0) for m in runs),
                 "probe_max_write_lock_ms": max((m.get("probe") or {}).get("max_write_lock_ms", 0) for m in runs),
             }
+            writers = [m["server_writer"] for m in runs if m.get("server_writer")]
+            if writers:
+                entry["server_write_max_ms"] = max(w["max_ms"] or 0 for w in writers)
+                entry["server_write_errors"] = sum(w["error_count"] for w in writers)
             inside = []
             for key in ("engine_fetch", "engine_write", "upstream_connection"):
                 values = [m[key]["max_ms"] for m in runs if key in m]
@@ -601,15 +614,18 @@ def markdown(results: Dict[str, Any]) -> str:
         for operation, methods in size["summary"].items():
             lines.append(_overview_row(operation, methods))
         lines += ["", "| operation | method | runs | rows | peak RSS MiB | longest lock ms, inside "
-                  "| longest lock ms, probe | longest write lock ms, probe | errors |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "| longest lock ms, probe | longest write lock ms, probe | longest server write ms (failed) | errors |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for operation, methods in size["summary"].items():
             for method, entry in methods.items():
                 inside = entry.get("inside_max_lock_ms")
+                server = "-"
+                if "server_write_max_ms" in entry:
+                    server = f"{entry['server_write_max_ms']:.0f} ({entry['server_write_errors']})"
                 lines.append(
                     f"| {operation} | {method} | {entry['runs']} | {entry['rows']} | {_number(entry['peak_rss_mib'])} | "
                     f"{'-' if inside is None else f'{inside:.0f}'} | {entry['probe_max_lock_ms']:.0f} | "
-                    f"{entry['probe_max_write_lock_ms']:.0f} | {'; '.join(entry['errors'])[:120] or '-'} |"
+                    f"{entry['probe_max_write_lock_ms']:.0f} | {server} | {'; '.join(entry['errors'])[:120] or '-'} |"
                 )
         lines.append("")
     if results.get("fleet"):
@@ -694,6 +710,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="address space limit of an upstream run in bytes (default 12 GiB)")
     parser.add_argument("--data-dir", default=os.path.join(BENCH_DIR, "data"),
                         help="generated databases, work copies and results (default benchmarks/data)")
+    parser.add_argument("--server-writer", action="store_true",
+                        help="write to the database like the acme2certifier server every 50 ms during each "
+                             "measurement and record how long each write waited (changes the timings)")
     parser.add_argument("--fleet", action="store_true", help="also run the fleet measurement")
     parser.add_argument("--fleet-only", action="store_true", help="run only the fleet measurement")
     parser.add_argument("--fleet-hosts", type=int_list, default=[20, 50])
@@ -704,6 +723,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--render", nargs="+", metavar="RESULTS_JSON",
                         help="print the tables of earlier results files instead of measuring")
     options = parser.parse_args(argv)
+    global SERVER_WRITER  # pylint: disable=global-statement
+    SERVER_WRITER = options.server_writer
 
     if options.render:
         print(render(options.render))

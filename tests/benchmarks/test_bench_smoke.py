@@ -39,7 +39,7 @@ def results(tmp_path_factory) -> dict:
     output = {}
     for name, extra in (
         ("direct", ["--methods", "engine,raw,upstream"]),
-        ("module", ["--methods", "module", "--operations", "orders,report_accounts_nested"]),
+        ("module", ["--methods", "module", "--operations", "orders,report_accounts_nested", "--server-writer"]),
     ):
         out = data_dir / f"{name}.json"
         command = [sys.executable, str(BENCH / "run.py"), "--sizes", str(ORDERS), "--runs", "1", "--upstream-cap", "120",
@@ -191,3 +191,15 @@ def test_lock_probe_sees_lock(tmp_path, statement, write):
 def test_generate_rejects_tiny_size(tmp_path):
     with pytest.raises(ValueError, match="at least 10"):
         generate.generate(5, str(tmp_path))
+
+
+@pytest.mark.parametrize("operation", ["orders", "report_accounts_nested"])
+def test_server_writer_recorded(results, operation):
+    """With --server-writer every measurement records the server-like writes made during it."""
+    measurements = [m for m in results["module"]["sizes"][0]["measurements"] if m["operation"] == operation]
+    writer = measurements[0]["server_writer"]
+    assert writer["writes"] > 0
+    assert writer["error_count"] == 0
+    assert writer["max_ms"] > 0
+    summary = results["module"]["sizes"][0]["summary"][operation]["module"]
+    assert summary["server_write_errors"] == 0
