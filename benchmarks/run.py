@@ -205,8 +205,9 @@ def ensure_database(data_dir: str, orders: int) -> Dict[str, Any]:
     return generate.generate(orders, directory)
 
 
-def count(database: str, sql: str) -> int:
-    connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+def count(database: str, sql: str, writable: bool = False) -> int:
+    """Run a count query. writable lets SQLite roll back the hot journal of a killed run first."""
+    connection = sqlite3.connect(f"file:{database}?mode={'rw' if writable else 'ro'}", uri=True)
     try:
         return connection.execute(sql).fetchone()[0]
     finally:
@@ -404,6 +405,8 @@ def run_size(orders: int, options: argparse.Namespace, bare_kib: int) -> Dict[st
     master = manifest["database"]
     work = tempfile.mkdtemp(prefix=f"work-n{orders}-", dir=options.data_dir)
     copy_path = os.path.join(work, "acme_srv.db")
+    # The measurements so far, rewritten after each one, so a crash of the runner loses none.
+    partial = os.path.join(options.data_dir, f"partial-n{orders}.json")
     before = {operation: count(master, sql) for operation, sql in AFFECTED_QUERIES.items()}
     log(f"N={orders}: {manifest['size_bytes'] / 1e6:.0f} MB, rows {manifest['row_counts']}")
     measurements: List[Dict[str, Any]] = []
@@ -424,14 +427,18 @@ def run_size(orders: int, options: argparse.Namespace, bare_kib: int) -> Dict[st
                     copy_seconds.append(copy_database(master, copy_path))
                     for operation in todo:
                         measurement = measure(method, operation, copy_path, manifest, work, options)
-                        measurement["rows"] = abs(count(copy_path, AFFECTED_QUERIES[operation]) - before[operation])
+                        # A run stopped at the time cap can leave a hot journal on the copy.
+                        measurement["rows"] = abs(count(copy_path, AFFECTED_QUERIES[operation], writable=True)
+                                                  - before[operation])
                         finish(measurement, run, orders, measurements, capped_upstream)
+                        save_partial(partial, orders, measurements)
                     remove_database(copy_path)
                 for operation in operations:
                     if operation in REPORT_OPERATIONS and (method, operation) not in capped_upstream:
                         measurement = measure(method, operation, master, manifest, work, options)
                         measurement["rows"] = measurement.get("report_rows")
                         finish(measurement, run, orders, measurements, capped_upstream)
+                        save_partial(partial, orders, measurements)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return {
@@ -774,6 +781,11 @@ def render(paths: List[str]) -> str:
     for size in merged["sizes"]:
         size["summary"] = summarize(size["measurements"], size["bare_interpreter_kib"])
     return markdown(merged)
+
+
+def save_partial(path: str, orders: int, measurements: List[Dict[str, Any]]) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump({"orders": orders, "measurements": measurements}, handle, indent=1, default=str)
 
 
 def save(path: str, results: Dict[str, Any]) -> None:

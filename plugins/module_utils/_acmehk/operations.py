@@ -133,26 +133,22 @@ def status_id(ctx: Context, name: str, purpose: str) -> int:
     return int(rows[0][0])
 
 
-def _text_in_number_column(ctx: Context, plan: Plan, table: str, column: str, null_too: bool = False) -> None:
-    """Report rows whose date column no selection rule can compare: text, or NULL where it is abnormal."""
-    tests = ["typeof({0}) IN ('text', 'blob')".format(column)] if ctx.db.dynamic_types else []
+def _odd_date_test(ctx: Context, column: str, null_too: bool = False) -> str:
+    """Return SQL that is true for date values no expiry rule can compare.
+
+    Plans select these rows in the same scan as the rows they change and report them, so a
+    table is read once. Only SQLite lets text into an integer column; NULL is reported where
+    acme2certifier never writes it.
+    """
+    tests = [f"typeof({column}) IN ('text', 'blob')"] if ctx.db.dynamic_types else []
     if null_too:
         tests.append(f"{column} IS NULL")
-    if not tests:
-        return
-    quoted = ctx.schema.name(table)
-    sql = (
-        f"SELECT id, name, {column} FROM {quoted} WHERE ({' OR '.join(tests)}) "
-        "AND id > ? AND id <= ? ORDER BY id LIMIT ?"
-    )
-    for rows in ctx.pages(quoted, sql, []):
-        for row_id, name, value in rows:
-            what = "NULL" if value is None else f"{value!r}, not a number of seconds"
-            plan.skip(
-                row_id,
-                name,
-                f"{column} is {what}, so no expiry rule applies; set it to a Unix time or 0.",
-            )
+    return "(" + " OR ".join(tests) + ")" if tests else "FALSE"
+
+
+def _skip_odd_date(plan: Plan, row_id: Any, name: Any, column: str, value: Any) -> None:
+    what = "NULL" if value is None else f"{value!r}, not a number of seconds"
+    plan.skip(row_id, name, f"{column} is {what}, so no expiry rule applies; set it to a Unix time or 0.")
 
 
 # Orders -----------------------------------------------------------------------------------
@@ -170,15 +166,18 @@ def plan_orders(ctx: Context) -> Plan:
     """Select the expired orders that are not invalid yet."""
     plan = Plan("orders")
     orders, status = ctx.schema.name("orders"), ctx.schema.name("status")
+    odd = _odd_date_test(ctx, "orders.expires")
     sql = (
-        f"SELECT orders.id, orders.name FROM {orders} AS orders "
+        f"SELECT orders.id, orders.name, orders.expires, {odd} FROM {orders} AS orders "
         f"LEFT JOIN {status} AS status ON status.id = orders.status_id "
-        f"WHERE {_ORDER_WHERE} AND orders.id > ? AND orders.id <= ? ORDER BY orders.id LIMIT ?"
+        f"WHERE (({_ORDER_WHERE}) OR {odd}) AND orders.id > ? AND orders.id <= ? ORDER BY orders.id LIMIT ?"
     )
     for rows in ctx.pages(orders, sql, [ctx.cutoff]):
-        for row_id, name in rows:
-            plan.add(row_id, name)
-    _text_in_number_column(ctx, plan, "orders", "expires")
+        for row_id, name, expires, is_odd in rows:
+            if is_odd:
+                _skip_odd_date(plan, row_id, name, "expires", expires)
+            else:
+                plan.add(row_id, name)
     return plan
 
 
@@ -220,16 +219,20 @@ def plan_authorizations(ctx: Context) -> Plan:
     authz, status = ctx.schema.name("authorization"), ctx.schema.name("status")
     # The LEFT JOIN also finds expired rows whose status id has no status row, which
     # acme2certifier leaves alone; they are reported instead of being passed over silently.
+    # NULL expires is normal: acme2certifier sets it when a client first fetches the authorization.
+    odd = _odd_date_test(ctx, "authz.expires")
     sql = (
-        f"SELECT authz.id, authz.name, authz.status_id, status.id IS NULL FROM {authz} AS authz "
-        f"LEFT JOIN {status} AS status ON status.id = authz.status_id "
-        f"WHERE ({_authz_status_test(ctx, 'status.name')} OR status.id IS NULL) "
-        "AND authz.expires <= ? AND authz.expires != 0 "
+        f"SELECT authz.id, authz.name, authz.status_id, status.id IS NULL, authz.expires, {odd} "
+        f"FROM {authz} AS authz LEFT JOIN {status} AS status ON status.id = authz.status_id "
+        f"WHERE ((({_authz_status_test(ctx, 'status.name')} OR status.id IS NULL) "
+        f"AND authz.expires <= ? AND authz.expires != 0) OR {odd}) "
         "AND authz.id > ? AND authz.id <= ? ORDER BY authz.id LIMIT ?"
     )
     for rows in ctx.pages(authz, sql, [ctx.cutoff]):
-        for row_id, name, status_value, unknown in rows:
-            if unknown:
+        for row_id, name, status_value, unknown, expires, is_odd in rows:
+            if is_odd:
+                _skip_odd_date(plan, row_id, name, "expires", expires)
+            elif unknown:
                 plan.skip(
                     row_id,
                     name,
@@ -238,8 +241,6 @@ def plan_authorizations(ctx: Context) -> Plan:
                 )
             else:
                 plan.add(row_id, name)
-    # NULL expires is normal: acme2certifier sets it when a client first fetches the authorization.
-    _text_in_number_column(ctx, plan, "authorization", "expires")
     return plan
 
 
@@ -496,21 +497,24 @@ def plan_certificates(ctx: Context, purge: bool, with_dates_fill: bool) -> Plan:
     schema = ctx.schema
     schema.require("certificate", ["expire_uts", "issue_uts"], "clean up certificates")
     certificate = schema.name("certificate")
+    odd = _odd_date_test(ctx, "certificate.expire_uts", null_too=True)
     sql = (
         "SELECT certificate.id, certificate.name, certificate.expire_uts, certificate.issue_uts, "
-        "certificate.cert, certificate.cert_raw, certificate.csr, certificate.created_at "
+        f"certificate.cert, certificate.cert_raw, certificate.csr, certificate.created_at, {odd} "
         f"FROM {certificate} AS certificate {_certificate_joins(ctx)}"
-        "WHERE certificate.expire_uts <= ? AND certificate.id > ? AND certificate.id <= ? "
+        f"WHERE (certificate.expire_uts <= ? OR {odd}) AND certificate.id > ? AND certificate.id <= ? "
         "ORDER BY certificate.id LIMIT ?"
     )
     for rows in ctx.pages(certificate, sql, [ctx.cutoff]):
-        for row in rows:
+        for *row, is_odd in rows:
+            if is_odd:
+                _skip_odd_date(plan, row[0], row[1], "expire_uts", row[2])
+                continue
             decision = _certificate_decision(ctx.cutoff, purge, with_dates_fill, row, plan)
             if decision is not None:
                 plan.add(row[0], row[1])
                 if not purge and decision != (row[3], row[2]):
                     plan.dates[int(row[0])] = decision
-    _text_in_number_column(ctx, plan, "certificate", "expire_uts", null_too=True)
     return plan
 
 
