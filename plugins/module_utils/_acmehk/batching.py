@@ -16,6 +16,9 @@ DEFAULT_BATCH_PAUSE = 0.01
 # A batch never grows beyond this multiple of batch_size. The cap bounds the statements and
 # memory of one transaction when the clock reports very short times.
 MAX_GROWTH = 64
+# Rows of one read page never exceed this multiple of batch_size, so a page of wide rows
+# (certificates with their PEM text) stays a few MiB.
+MAX_PAGE_GROWTH = 8
 
 Item = TypeVar("Item")
 
@@ -30,9 +33,9 @@ class AdaptiveSize:
     every batch at batch_size.
     """
 
-    def __init__(self, first: int, budget: float) -> None:
+    def __init__(self, first: int, budget: float, max_growth: int = MAX_GROWTH) -> None:
         self.minimum = first
-        self.maximum = first * MAX_GROWTH
+        self.maximum = first * max_growth
         self.budget = budget
         self.size = first
 
@@ -50,6 +53,8 @@ class WriteBatcher:
     """Commit items in write transactions sized by a time budget, pausing after each commit.
 
     The pause lets the acme2certifier server take the write lock between two transactions.
+    None follows the last transaction: the caller's next step starts with reads, which a
+    waiting server's PENDING lock holds back.
     SQLite's default busy handler (sqliteDefaultBusyCallback in its main.c) retries after 1, 2,
     5, 10, ... 100 ms, so without a pause a waiting server seldom finds the lock free.
     """
@@ -88,6 +93,6 @@ class WriteBatcher:
             self.size.record(self.clock() - started)
             self.batch_sizes.append(len(batch))
             position += len(batch)
-            if self.pause > 0:
+            if self.pause > 0 and position < len(items):
                 self.sleep(self.pause)
         return affected

@@ -15,7 +15,7 @@ import time
 import urllib.parse
 from typing import Any, Iterator, List, Optional, Sequence, Set, Tuple
 
-from .batching import AdaptiveSize
+from .batching import MAX_PAGE_GROWTH, AdaptiveSize
 from .errors import DatabaseError, LockTimeout
 
 Row = Tuple[Any, ...]
@@ -69,10 +69,12 @@ class Database:
           ORDER BY certificate.id LIMIT ?``; pages() appends the values of these three
           placeholders to params.
 
-        Every statement reads at most batch_size rows and examines only the ids of one span,
-        so a selective filter never scans the whole table at once. The span starts at
-        batch_size ids. With budget > 0 (seconds) it doubles while a statement takes less than
-        half of budget without filling a page, and halves when one takes longer than budget.
+        Every statement reads at most one page of rows and examines only the ids of one span,
+        so a selective filter never scans the whole table at once. Page and span start at
+        batch_size. With budget > 0 (seconds) the span doubles after a statement that took
+        less than half of budget without filling its page, the page doubles (up to
+        MAX_PAGE_GROWTH times batch_size) after one that filled it as fast, and both halve
+        after a statement that took longer than budget.
         The smallest and largest id are read once at the start, so rows inserted later are
         not visited.
         """
@@ -81,13 +83,16 @@ class Database:
             return
         low, high = bounds
         span = AdaptiveSize(batch_size, budget)
+        limit = AdaptiveSize(batch_size, budget, MAX_PAGE_GROWTH)
         last = low - 1
         while last < high:
             upper = min(last + span.size, high)
             started = time.monotonic()
-            rows = self.fetch(sql, [*params, last, upper, batch_size])
-            full = len(rows) >= batch_size
-            span.record(time.monotonic() - started, can_grow=not full)
+            rows = self.fetch(sql, [*params, last, upper, limit.size])
+            elapsed = time.monotonic() - started
+            full = len(rows) >= limit.size
+            span.record(elapsed, can_grow=not full)
+            limit.record(elapsed, can_grow=full)
             if rows:
                 yield rows
             # A full page may have stopped inside the span, so the next one starts after it.

@@ -15,6 +15,7 @@ import pytest
 from ansible_collections.acmeops.housekeeping.plugins.module_utils._acmehk import engine, operations
 from ansible_collections.acmeops.housekeeping.plugins.module_utils._acmehk.batching import (
     MAX_GROWTH,
+    MAX_PAGE_GROWTH,
     AdaptiveSize,
     WriteBatcher,
 )
@@ -152,7 +153,7 @@ def test_batcher_fixed_without_budget():
     assert batcher.batch_sizes == [7, 7, 7, 7, 2]
 
 
-def test_batcher_pauses_after_each_commit():
+def test_batcher_pauses_between_commits():
     fake = FakeDatabase()
     sleeps: List[float] = []
     batcher = WriteBatcher(fake, 5, 0.0, 0.25, clock=FakeClock([]), sleep=sleeps.append)
@@ -160,7 +161,8 @@ def test_batcher_pauses_after_each_commit():
     batcher.run(list(range(12)), _one_statement_per_item)
 
     assert len(fake.writes) == 3
-    assert sleeps == [0.25, 0.25, 0.25]
+    # No pause after the last commit: the run has nothing more to write.
+    assert sleeps == [0.25, 0.25]
 
 
 def test_batcher_no_pause_when_zero():
@@ -303,7 +305,9 @@ def test_pages_match_plain_select(sparse_table, flag, batch_size, budget):
     rows = [row for page in pages for row in page]
     assert rows == expected
     assert all(page for page in pages)
-    assert all(len(page) <= batch_size for page in pages)
+    # Pages grow only with a time budget, and then by MAX_PAGE_GROWTH at most.
+    largest = batch_size * (MAX_PAGE_GROWTH if budget else 1)
+    assert all(len(page) <= largest for page in pages)
 
 
 def test_pages_bounded_span_without_budget(sparse_table):
@@ -393,3 +397,13 @@ def test_settings_batch_defaults():
     settings = engine.Settings.from_params({"database": "/x"})
     assert settings.batch_time == 0.05
     assert settings.batch_pause == 0.01
+
+
+def test_pages_grow_when_full_and_fast(sparse_table):
+    pages, database = _paged(sparse_table, 0, 10, 10.0)
+
+    limits = [params[3] for sql, params in database.reads if sql == PAGED_SELECT]
+    # Every full page comes back far within the budget, so the page size doubles up to its cap.
+    assert max(limits) == 10 * MAX_PAGE_GROWTH
+    assert limits == sorted(limits)
+    assert max(len(page) for page in pages) == 10 * MAX_PAGE_GROWTH
