@@ -170,8 +170,8 @@ options:
       - The file is read as text and C(DATABASES) must be a literal; the file is never run.
     type: path
 requirements:
-  - For PostgreSQL, C(psycopg) 3 or C(psycopg2) on the target.
-  - For MariaDB or MySQL, C(PyMySQL) or C(mysqlclient) on the target.
+  - For PostgreSQL, C(psycopg) 3 or C(psycopg2) on the target
+  - For MariaDB or MySQL, C(PyMySQL) or C(mysqlclient) on the target
 notes:
   - SQLite databases, of the wsgi or the Django handler, need only the Python standard library on
     the target.
