@@ -88,6 +88,8 @@ options:
         retries a locked write after 1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50 and then every
         100 ms, so without a pause a waiting server seldom finds the lock free between
         back-to-back transactions.
+      - After a transaction that took longer than O(batch_time), the pause is as long as the
+        excess, if that is longer than O(batch_pause).
       - Larger values let the server in sooner and slow the run by this time per
         transaction. V(0) writes without pauses, the fastest way when no server runs.
     type: float

@@ -90,9 +90,20 @@ class WriteBatcher:
             # batches smaller, never larger.
             started = self.clock()
             affected += self.db.write(planned)
-            self.size.record(self.clock() - started)
+            elapsed = self.clock() - started
+            self.size.record(elapsed)
             self.batch_sizes.append(len(batch))
             position += len(batch)
             if self.pause > 0 and position < len(items):
-                self.sleep(self.pause)
+                self.sleep(self.pause_after(elapsed))
         return affected
+
+    def pause_after(self, elapsed: float) -> float:
+        """Return the sleep after a transaction that took elapsed seconds.
+
+        A transaction over the budget (a loaded machine, a slow disk) is followed by a pause as
+        long as its excess. The longer it held the lock, the longer the lock is then free for
+        a server write that waited meanwhile.
+        """
+        excess = elapsed - self.size.budget if self.size.budget > 0 else 0.0
+        return max(self.pause, excess)

@@ -165,6 +165,18 @@ def test_batcher_pauses_between_commits():
     assert sleeps == [0.25, 0.25]
 
 
+def test_batcher_pause_covers_overrun():
+    sleeps: List[float] = []
+    clock = FakeClock([0.2, 0.01])
+    batcher = WriteBatcher(FakeDatabase(), 5, 0.05, 0.01, clock=clock, sleep=sleeps.append)
+
+    batcher.run(list(range(30)), _one_statement_per_item)
+
+    # The first transaction overran the 0.05 s budget by 0.15 s, so its pause is that long.
+    assert sleeps == [pytest.approx(0.15), 0.01, 0.01]
+    assert batcher.batch_sizes == [5, 5, 10, 10]
+
+
 def test_batcher_no_pause_when_zero():
     sleeps: List[float] = []
     batcher = WriteBatcher(FakeDatabase(), 5, 0.0, 0.0, clock=FakeClock([]), sleep=sleeps.append)
