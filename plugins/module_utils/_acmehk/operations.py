@@ -217,9 +217,10 @@ def plan_authorizations(ctx: Context) -> Plan:
     """Select the authorizations past their expiry that are not expired yet."""
     plan = Plan("authorizations")
     authz, status = ctx.schema.name("authorization"), ctx.schema.name("status")
-    # The LEFT JOIN also finds expired rows whose status id has no status row, which
-    # acme2certifier leaves alone; they are reported instead of being passed over silently.
-    # NULL expires is normal: acme2certifier sets it when a client first fetches the authorization.
+    # The LEFT JOIN also finds expired rows whose status id has no status row. acme2certifier
+    # leaves them alone, so they are reported instead of being passed over silently.
+    # A NULL expires is normal, because acme2certifier sets it when a client first fetches the
+    # authorization.
     odd = _odd_date_test(ctx, "authz.expires")
     sql = (
         f"SELECT authz.id, authz.name, authz.status_id, status.id IS NULL, authz.expires, {odd} "

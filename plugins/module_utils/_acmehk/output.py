@@ -150,7 +150,7 @@ class TempFile:
             try:
                 return cls(os.open(directory, flag | os.O_RDWR | os.O_CLOEXEC, 0o600), directory, None)
             except OSError as exc:
-                # Kernels and file systems without O_TMPFILE (NFS, old kernels) answer these.
+                # Kernels and file systems without O_TMPFILE (NFS, old kernels) raise these errors.
                 if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT):
                     raise
         fd, path = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=directory)

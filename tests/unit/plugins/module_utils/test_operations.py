@@ -277,8 +277,8 @@ def test_authorizations_text_skipped(db):
     ids = _add_authz_cases(db)
     result = engine.run_invalidate(_settings(db), ["authorizations"], check_mode=True)
     skipped = {item["id"]: item for item in result["authorizations"]["skipped"]}
-    # Expired rows with an unknown status id and rows with text in expires; a NULL expires
-    # (not yet fetched by a client) is normal and not listed.
+    # Expired rows with an unknown status id and rows with text in expires are listed. A NULL
+    # expires is normal (no client has fetched the authorization yet), so it is not listed.
     assert set(skipped) == {ids["unknown status past"], ids["pending expires text"]}
     assert "has no row in the status table" in skipped[ids["unknown status past"]]["reason"]
     assert "expires is '', not a number of seconds" in skipped[ids["pending expires text"]]["reason"]
